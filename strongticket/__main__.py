@@ -1,0 +1,7 @@
+"""``python -m strongticket`` is the ``strongticket`` command."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,212 @@
+"""Frozen dataclass configs that generate their own command-line flags, load from TOML/JSON, and hash.
+
+Precedence: dataclass defaults < ``--config run.toml|run.json`` < flags given on the command line.
+Every field is validated on construction; a bad value raises ``ValueError`` with one line naming the field,
+the allowed range and the value. Fields marked ``hashed=False`` (output folder, device) do not change the
+result and are left out of :meth:`SearchConfig.digest`, which names the run folder, so re-running the same
+command finds and resumes its run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import math
+import sys
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .masks import validate_density
+
+__all__ = ["SearchConfig", "add_config_arguments", "config_from_args", "load_config_file"]
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+def _f(default: Any, help: str, hashed: bool = True, choices: tuple[str, ...] | None = None) -> Any:
+    meta = {"help": help, "hashed": hashed, "choices": choices}
+    if isinstance(default, (list, dict)):
+        raise TypeError("configs hold immutable values only")
+    return field(default=default, metadata=meta)
+
+
+SCOPES = ("layer", "global")
+ALGOS = ("edge-popup",)
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """Everything that determines a mask search; the resolved copy is written to ``config.json``."""
+
+    data: str = _f("digits", "data set (digits ships with the package)", choices=("digits",))
+    data_root: str | None = _f(None, "folder holding data files (not needed for digits)", hashed=False)
+    model: str = _f("mlp", "model name", choices=("mlp",))
+    widths: tuple[int, ...] = _f((512, 512), "hidden widths of the mlp, comma-separated")
+    algo: str = _f("edge-popup", "search method", choices=ALGOS)
+    density: float = _f(0.5, "fraction of weights kept, in (0, 1]; sparsity = 1 - density")
+    scope: str = _f("layer", "top-k per layer, or one global threshold", choices=SCOPES)
+    init: str = _f("signed_constant", "frozen weight init",
+                   choices=("signed_constant", "kaiming_normal", "kaiming_uniform", "uniform"))
+    scale_fan: bool = _f(False, "scale the init's fan-in by the density")
+    epochs: int = _f(40, "passes over the training split")
+    batch_size: int = _f(64, "examples per step")
+    lr: float = _f(0.1, "peak learning rate of the scores (cosine schedule)")
+    momentum: float = _f(0.9, "SGD momentum")
+    weight_decay: float = _f(0.0, "weight decay on the scores")
+    seed: int = _f(0, "seed of the frozen weights and the initial scores, in [0, 2**32)")
+    data_seed: int = _f(0, "seed of the batch order, in [0, 2**32)")
+    val_fraction: float = _f(0.1, "fraction of the training data held out for model selection")
+    save_scores: bool = _f(False, "also store the fp32 scores in the ticket (32x larger)")
+    out: str | None = _f(None, "run folder (default runs/<name>-<config hash>)", hashed=False)
+    device: str = _f("auto", "where to run", hashed=False, choices=DEVICES)
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            choices = f.metadata.get("choices")
+            value = getattr(self, f.name)
+            if choices and value not in choices:
+                raise ValueError(f"{f.name} must be one of {', '.join(choices)}, got {value!r}")
+        validate_density(self.density)
+        _check_int("epochs", self.epochs, 1, 100_000)
+        _check_int("batch_size", self.batch_size, 1, 1 << 20)
+        _check_int("seed", self.seed, 0, 2**32 - 1)
+        _check_int("data_seed", self.data_seed, 0, 2**32 - 1)
+        if len(self.widths) == 0:
+            raise ValueError("widths must list at least one hidden width, got none")
+        for i, w in enumerate(self.widths):
+            _check_int(f"widths[{i}]", w, 1, 1 << 20)
+        _check_float("lr", self.lr, 0.0, math.inf, low_open=True)
+        _check_float("momentum", self.momentum, 0.0, 1.0, high_open=True)
+        _check_float("weight_decay", self.weight_decay, 0.0, math.inf)
+        _check_float("val_fraction", self.val_fraction, 0.0, 1.0, low_open=True, high_open=True)
+        if self.data_root is not None and not Path(self.data_root).expanduser().is_dir():
+            raise ValueError(f"data_root must be an existing folder, got {self.data_root!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+    def digest(self) -> str:
+        """SHA-256 (hex, 12 digits) of the fields that determine the result."""
+        hashed = {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)
+                  if f.metadata.get("hashed", True)}
+        return hashlib.sha256(json.dumps(hashed, sort_keys=True).encode()).hexdigest()[:12]
+
+    def run_name(self) -> str:
+        return f"{self.model}-{self.data}-{self.algo}-d{self.density:g}-s{self.seed}-{self.digest()}"
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], source: str = "config") -> SearchConfig:
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise ValueError(f"{source}: unknown field {unknown[0]!r}; valid fields: {', '.join(known)}")
+        return cls(**{k: _coerce(k, known[k].type, v) for k, v in values.items()})
+
+
+def _jsonable(v: Any) -> Any:
+    return list(v) if isinstance(v, tuple) else v
+
+
+def _check_int(name: str, v: Any, lo: int, hi: int) -> None:
+    if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+        raise ValueError(f"{name} must be an integer in [{lo}, {hi}], got {v!r}")
+
+
+def _check_float(name: str, v: Any, lo: float, hi: float, low_open: bool = False, high_open: bool = False) -> None:
+    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    if ok:
+        ok = (v > lo if low_open else v >= lo) and (v < hi if high_open else v <= hi)
+    if not ok:
+        interval = f"{'(' if low_open else '['}{lo:g}, {hi:g}{')' if high_open else ']'}"
+        raise ValueError(f"{name} must be a number in {interval}, got {v!r}")
+
+
+def _base_type(annotation: Any) -> Any:
+    hint = eval(annotation, vars(typing)) if isinstance(annotation, str) else annotation  # noqa: S307
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if typing.get_origin(hint) in (typing.Union, types.UnionType) and len(args) == 1:
+        return args[0]
+    return hint
+
+
+def _coerce(name: str, annotation: Any, v: Any) -> Any:
+    """Turn a value from a file or a flag into the field's type, with a clear error."""
+    t = _base_type(annotation)
+    if v is None:
+        return None
+    try:
+        if typing.get_origin(t) is tuple:
+            items = v.split(",") if isinstance(v, str) else list(v)
+            return tuple(int(str(i).strip()) for i in items if str(i).strip())
+        if t is bool:
+            if isinstance(v, bool):
+                return v
+            if str(v).lower() in ("1", "true", "yes", "on"):
+                return True
+            if str(v).lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
+        if t is int:
+            if isinstance(v, float) and not v.is_integer():
+                raise ValueError
+            return int(v)
+        if t is float:
+            return float(v)
+        return str(v)
+    except (TypeError, ValueError):
+        kind = "comma-separated integers" if typing.get_origin(t) is tuple else getattr(t, "__name__", str(t))
+        raise ValueError(f"{name} must be {kind}, got {v!r}") from None
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a ``.toml`` or ``.json`` config; keys may use dashes or underscores."""
+    p = Path(path)
+    if not p.is_file():
+        raise ValueError(f"config file must be an existing .toml or .json file, got {str(path)!r}")
+    try:
+        if p.suffix == ".toml":
+            raw = tomllib.loads(p.read_text())
+        elif p.suffix == ".json":
+            raw = json.loads(p.read_text())
+        else:
+            raise ValueError(f"config file must end in .toml or .json, got {str(path)!r}")
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"config file {str(path)!r} is not valid {p.suffix[1:].upper()}: {e}") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"config file {str(path)!r} must hold a table/object of fields")
+    return {k.replace("-", "_"): v for k, v in raw.items()}
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, cls: type = SearchConfig) -> None:
+    """One flag per field (``--batch-size``); defaults are suppressed so only given flags override."""
+    parser.add_argument("--config", metavar="FILE", help="a .toml or .json file of fields; flags override it")
+    for f in dataclasses.fields(cls):
+        flag = "--" + f.name.replace("_", "-")
+        t = _base_type(f.type)
+        default = f.default if not isinstance(f.default, tuple) else ",".join(map(str, f.default))
+        help_text = f"{f.metadata['help']} (default: {default})"
+        if t is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
+                                help=help_text)
+        else:
+            parser.add_argument(flag, dest=f.name, default=argparse.SUPPRESS, metavar=f.name.upper(),
+                                choices=f.metadata.get("choices"), help=help_text)
+
+
+def config_from_args(ns: argparse.Namespace, cls: type = SearchConfig) -> Any:
+    """Merge defaults, the ``--config`` file and the flags given, then validate."""
+    values: dict[str, Any] = {}
+    if getattr(ns, "config", None):
+        values.update(load_config_file(ns.config))
+    names = {f.name for f in dataclasses.fields(cls)}
+    values.update({k: v for k, v in vars(ns).items() if k in names})
+    return cls.from_dict(values, source=getattr(ns, "config", None) or "flags")

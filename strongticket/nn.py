@@ -1,0 +1,239 @@
+"""Masked layers over frozen seeded random weights, with learnable popup scores.
+
+A masked layer computes y = layer(x; W ⊙ M) with
+  W  frozen random weight (``requires_grad=False``), regenerated bit for bit from (seed, layer index),
+  S  learnable scores of W's shape,
+  M  = top-k(|S|) with k = ⌈density·n⌉, ties by index (``strongticket.masks``),
+and trains S only, through the straight-through gradient dS = G ⊙ W ⊙ sign(S) (``strongticket.ops``).
+
+The mask is recomputed only when the scores change (tracked through the tensor version counter), never in
+evaluation with frozen scores. It comes from one of three places:
+  * per layer: the layer's own top-k at its own density;
+  * global: a :class:`GlobalTopK` shared by several layers, one threshold across all of them;
+  * fixed: a mask loaded from a ticket (:meth:`MaskedLayer.fix_mask`), scores no longer used.
+
+Paper: Ramanujan et al., "What's Hidden in a Randomly Weighted Neural Network?", CVPR 2020.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from . import masks, ops
+from .random import STREAM_BIAS, init_scores, init_weight
+
+__all__ = ["MaskedLayer", "MaskedLinear", "MaskedConv2d", "GlobalTopK", "masked_layers", "use_global_topk"]
+
+
+class GlobalTopK:
+    """One top-k threshold over the scores of several layers: ⌈density·n_total⌉ kept in total."""
+
+    def __init__(self, layers: Sequence[MaskedLayer], density: float) -> None:
+        if len(layers) == 0:
+            raise ValueError("global top-k needs at least one masked layer, got none")
+        self.layers = list(layers)
+        self.density = masks.validate_density(density)
+        self.k = masks.keep_count(self.density, sum(layer.weight.numel() for layer in self.layers))
+        self._key: tuple | None = None
+        self._masks: list[Tensor] = []
+
+    def mask_of(self, layer: MaskedLayer) -> Tensor:
+        key = tuple(_scores_key(lay.scores) for lay in self.layers)
+        if key != self._key:
+            with torch.no_grad():
+                self._masks = masks.global_topk_masks([lay.scores for lay in self.layers], self.k)
+            self._key = key
+        return self._masks[self.layers.index(layer)]
+
+
+def _scores_key(scores: Tensor) -> tuple:
+    # The version counter moves on every in-place update (optimizer step, load_state_dict's copy_).
+    return (scores.data_ptr(), scores._version, scores.device, scores.dtype)
+
+
+class MaskedLayer(nn.Module):
+    """Shared state of masked layers: frozen ``weight``, learnable ``scores``, optional frozen ``bias``."""
+
+    weight: nn.Parameter
+    scores: nn.Parameter
+    bias: nn.Parameter | None
+
+    def _init_masked(
+        self,
+        shape: tuple[int, ...],
+        *,
+        bias: bool,
+        density: float,
+        init: str,
+        seed: int,
+        layer: int,
+        scale_fan: bool,
+    ) -> None:
+        self.density = masks.validate_density(density)
+        self.init = init
+        self.seed = seed
+        self.layer_index = layer
+        self.scale_fan = scale_fan
+        w = init_weight(shape, init, seed, layer, density=density, scale_fan=scale_fan)
+        self.weight = nn.Parameter(w, requires_grad=False)
+        self.scores = nn.Parameter(init_scores(shape, seed, layer))
+        if bias:
+            fan_in = math.prod(shape[1:])
+            b = init_weight((shape[0],), "kaiming_uniform", seed, layer, kind=STREAM_BIAS, fan_in=fan_in)
+            self.bias = nn.Parameter(b, requires_grad=False)
+        else:
+            self.register_parameter("bias", None)
+        self.k = masks.keep_count(self.density, self.weight.numel())
+        self._selector: GlobalTopK | None = None
+        self.register_buffer("fixed_mask", None)
+        self._key: tuple | None = None
+        self._mask: Tensor | None = None
+
+    @property
+    def mask(self) -> Tensor:
+        """The current bool mask (weight's shape)."""
+        if self.fixed_mask is not None:
+            return self.fixed_mask
+        if self._selector is not None:
+            return self._selector.mask_of(self)
+        key = _scores_key(self.scores)
+        if key != self._key:
+            with torch.no_grad():
+                self._mask = masks.topk_mask(self.scores, self.k)
+            self._key = key
+        return self._mask
+
+    def fix_mask(self, mask: Tensor) -> None:
+        """Use ``mask`` from now on (e.g. from a ticket); the scores no longer matter."""
+        if mask.shape != self.weight.shape or mask.dtype != torch.bool:
+            raise ValueError(
+                f"mask must be bool of shape {tuple(self.weight.shape)}, got {mask.dtype} {tuple(mask.shape)}"
+            )
+        self.fixed_mask = mask.to(self.weight.device)
+
+    def kept(self) -> int:
+        """Number of weights the current mask keeps."""
+        return int(self.mask.sum())
+
+    def baked_weight(self) -> Tensor:
+        """W ⊙ M as a plain tensor."""
+        return self.weight * self.mask
+
+    def extra_repr(self) -> str:
+        return (
+            f"density={self.density}, init={self.init}, seed={self.seed}, layer={self.layer_index}"
+            + (", mask=fixed" if self.fixed_mask is not None else "")
+            + (", global" if self._selector is not None else "")
+        )
+
+
+class MaskedLinear(MaskedLayer):
+    """Linear layer y = x (W ⊙ M)ᵀ (+ b) over a frozen random W; x (..., in) → y (..., out)."""
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        *,
+        bias: bool = False,
+        density: float = 0.5,
+        init: str = "signed_constant",
+        seed: int = 0,
+        layer: int = 0,
+        scale_fan: bool = False,
+    ) -> None:
+        super().__init__()
+        _check_positive(in_features=in_features, out_features=out_features)
+        self.in_features, self.out_features = in_features, out_features
+        self._init_masked(
+            (out_features, in_features),
+            bias=bias, density=density, init=init, seed=seed, layer=layer, scale_fan=scale_fan,
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.shape[-1] != self.in_features:
+            raise ValueError(f"input must have {self.in_features} features in its last dimension, "
+                             f"got shape {tuple(x.shape)}")
+        return ops.masked_linear(x, self.weight, self.scores, self.mask, self.bias)
+
+    def extra_repr(self) -> str:
+        return f"{self.in_features}, {self.out_features}, " + super().extra_repr()
+
+
+class MaskedConv2d(MaskedLayer):
+    """2-D convolution y = conv2d(x, W ⊙ M) (+ b) over a frozen random W; x (B, C, H, W)."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | tuple[int, int],
+        *,
+        stride: int | tuple[int, int] = 1,
+        padding: int | tuple[int, int] = 0,
+        dilation: int | tuple[int, int] = 1,
+        groups: int = 1,
+        bias: bool = False,
+        density: float = 0.5,
+        init: str = "signed_constant",
+        seed: int = 0,
+        layer: int = 0,
+        scale_fan: bool = False,
+    ) -> None:
+        super().__init__()
+        kh, kw = _pair(kernel_size, "kernel_size")
+        _check_positive(in_channels=in_channels, out_channels=out_channels, groups=groups)
+        if in_channels % groups or out_channels % groups:
+            raise ValueError(f"in_channels ({in_channels}) and out_channels ({out_channels}) "
+                             f"must be divisible by groups ({groups})")
+        self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
+        self.kernel_size = (kh, kw)
+        self.stride = _pair(stride, "stride")
+        self.padding = _pair(padding, "padding", minimum=0)
+        self.dilation = _pair(dilation, "dilation")
+        self._init_masked(
+            (out_channels, in_channels // groups, kh, kw),
+            bias=bias, density=density, init=init, seed=seed, layer=layer, scale_fan=scale_fan,
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(f"input must be (batch, {self.in_channels}, height, width), got shape {tuple(x.shape)}")
+        return ops.masked_conv2d(
+            x, self.weight, self.scores, self.mask, self.bias,
+            list(self.stride), list(self.padding), list(self.dilation), self.groups,
+        )
+
+    def extra_repr(self) -> str:
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
+                f"padding={self.padding}, " + super().extra_repr())
+
+
+def masked_layers(model: nn.Module) -> list[MaskedLayer]:
+    """The masked layers of ``model`` in module order (the order of their layer indices in built-in models)."""
+    return [m for m in model.modules() if isinstance(m, MaskedLayer)]
+
+
+def use_global_topk(model: nn.Module, density: float) -> GlobalTopK:
+    """Make all masked layers of ``model`` share one global threshold at ``density``."""
+    selector = GlobalTopK(masked_layers(model), density)
+    for layer in selector.layers:
+        layer._selector = selector
+    return selector
+
+
+def _check_positive(**values: int) -> None:
+    for name, v in values.items():
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name} must be a positive integer, got {v!r}")
+
+
+def _pair(v: int | Sequence[int], name: str, minimum: int = 1) -> tuple[int, int]:
+    pair = (v, v) if isinstance(v, int) else tuple(v)
+    if len(pair) != 2 or any(isinstance(p, bool) or not isinstance(p, int) or p < minimum for p in pair):
+        raise ValueError(f"{name} must be an integer >= {minimum} or a pair of them, got {v!r}")
+    return pair  # type: ignore[return-value]

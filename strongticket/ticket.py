@@ -1,0 +1,166 @@
+"""Tickets: a found subnetwork as config + seed + bit-packed masks, in a safetensors file (no pickle).
+
+File layout (safetensors):
+  tensors   ``mask.<i>``   uint8 (⌈n_i/8⌉,)  bit-packed mask of masked layer i (flat order, LSB first)
+            ``scores.<i>`` float32 (shape_i)  optional, the scores the mask was taken from
+  metadata  ``format``          "strongticket-ticket/1"
+            ``config``          the resolved search config (JSON): model, widths, init, density, seed, …
+            ``layers``          JSON list of {"shape", "kept"} per masked layer
+            ``masks_sha256``    SHA-256 of the packed mask bytes, in layer order: catches corruption
+            ``weights_sha256``  SHA-256 of the float32 frozen weights (and frozen biases) regenerated from the
+                                seed, in layer order: proves the weights on load are the ones searched over
+            ``summary``         the run's summary (JSON), for comparison by ``strongticket eval``
+
+The weights are exactly reproducible on every CPU (``strongticket.random`` builds them from Philox integer
+words with IEEE basic operations only), so hashing their float32 bytes is sound. About 1 bit per weight.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .masks import pack_mask, unpack_mask
+from .nn import MaskedLayer, masked_layers
+
+__all__ = ["TICKET_FORMAT", "TicketError", "Ticket", "save_ticket", "read_ticket", "weights_sha256"]
+
+TICKET_FORMAT = "strongticket-ticket/1"
+
+
+class TicketError(ValueError):
+    """A ticket file that is missing, truncated, corrupted or does not match its weights."""
+
+
+def weights_sha256(layers: Sequence[MaskedLayer]) -> str:
+    """SHA-256 of the frozen float32 weights (and biases) of ``layers``, little-endian, in order."""
+    h = hashlib.sha256()
+    for layer in layers:
+        for t in (layer.weight, layer.bias):
+            if t is not None:
+                h.update(t.detach().to("cpu", torch.float32).contiguous().numpy().astype("<f4").tobytes())
+    return h.hexdigest()
+
+
+def _masks_sha256(packed: Sequence[np.ndarray]) -> str:
+    h = hashlib.sha256()
+    for p in packed:
+        h.update(p.tobytes())
+    return h.hexdigest()
+
+
+def save_ticket(path: str | Path, model: nn.Module, config: dict[str, Any], summary: dict[str, Any],
+                *, save_scores: bool = False) -> Path:
+    """Write the current masks of ``model`` as a ticket at ``path`` (atomically)."""
+    from safetensors.numpy import save
+
+    layers = masked_layers(model)
+    packed = [pack_mask(layer.mask) for layer in layers]
+    tensors: dict[str, np.ndarray] = {f"mask.{i}": p for i, p in enumerate(packed)}
+    if save_scores:
+        tensors.update({f"scores.{i}": layer.scores.detach().cpu().float().numpy()
+                        for i, layer in enumerate(layers)})
+    metadata = {
+        "format": TICKET_FORMAT,
+        "config": json.dumps(config, sort_keys=True),
+        "layers": json.dumps([{"shape": list(layer.weight.shape), "kept": layer.kept()} for layer in layers]),
+        "masks_sha256": _masks_sha256(packed),
+        "weights_sha256": weights_sha256(layers),
+        "summary": json.dumps(summary, sort_keys=True),
+    }
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(save(tensors, metadata=metadata))
+    tmp.replace(path)
+    return path
+
+
+class Ticket:
+    """A ticket read from disk and checked for truncation and corruption (the weights are checked later)."""
+
+    def __init__(self, path: Path, config: dict[str, Any], layers: list[dict[str, Any]],
+                 masks: list[torch.Tensor], scores: list[torch.Tensor] | None, weights_sha256: str,
+                 summary: dict[str, Any]) -> None:
+        self.path, self.config, self.layers = path, config, layers
+        self.masks, self.scores, self.weights_sha256, self.summary = masks, scores, weights_sha256, summary
+
+    def apply(self, model: nn.Module) -> None:
+        """Check ``model``'s regenerated weights against the ticket's hash, then fix its masks."""
+        layers = masked_layers(model)
+        if [list(lay.weight.shape) for lay in layers] != [meta["shape"] for meta in self.layers]:
+            raise TicketError(f"{self.path}: the model built from the ticket's config has other layer shapes "
+                              f"than the ticket records")
+        got = weights_sha256(layers)
+        if got != self.weights_sha256:
+            raise TicketError(f"{self.path}: weights regenerated from seed {self.config.get('seed')} do not match "
+                              f"the searched ones (sha256 {got[:16]}… != {self.weights_sha256[:16]}…)")
+        for layer, mask in zip(layers, self.masks):
+            layer.fix_mask(mask)
+
+
+def _header(path: Path) -> tuple[dict[str, Any], int]:
+    size = path.stat().st_size
+    with path.open("rb") as fh:
+        head = fh.read(8)
+        if len(head) < 8:
+            raise TicketError(f"{path}: truncated ticket ({size} bytes, not even a safetensors header)")
+        (n,) = struct.unpack("<Q", head)
+        if 8 + n > size:
+            raise TicketError(f"{path}: truncated ticket (header claims {n} bytes, file has {size - 8})")
+        try:
+            header = json.loads(fh.read(n))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise TicketError(f"{path}: corrupted ticket (header is not valid JSON)") from None
+    if not isinstance(header, dict):
+        raise TicketError(f"{path}: corrupted ticket (header is not a JSON object)")
+    return header, 8 + n
+
+
+def read_ticket(path: str | Path) -> Ticket:
+    """Read and check a ticket; a missing, truncated or corrupted file raises :class:`TicketError` (one line)."""
+    from safetensors import SafetensorError
+    from safetensors.numpy import load
+
+    path = Path(path)
+    if not path.is_file():
+        raise TicketError(f"{path}: ticket file not found")
+    header, data_start = _header(path)
+    try:
+        ends = [int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"]
+    except (TypeError, KeyError, IndexError, ValueError):
+        raise TicketError(f"{path}: corrupted ticket (malformed tensor table)") from None
+    if data_start + max(ends, default=0) > path.stat().st_size:
+        raise TicketError(f"{path}: truncated ticket (tensor data ends past the end of the file)")
+    meta = header.get("__metadata__") or {}
+    if meta.get("format") != TICKET_FORMAT:
+        raise TicketError(f"{path}: not a strongticket ticket (format {meta.get('format')!r}, "
+                          f"expected {TICKET_FORMAT!r})")
+    try:
+        tensors = load(path.read_bytes())
+        config = json.loads(meta["config"])
+        layers = json.loads(meta["layers"])
+        summary = json.loads(meta.get("summary", "{}"))
+        packed = [tensors[f"mask.{i}"] for i in range(len(layers))]
+    except (SafetensorError, KeyError, json.JSONDecodeError) as e:
+        raise TicketError(f"{path}: corrupted ticket ({type(e).__name__}: {e})") from None
+    if _masks_sha256(packed) != meta.get("masks_sha256"):
+        raise TicketError(f"{path}: corrupted ticket (mask bytes do not match their SHA-256)")
+    try:
+        masks = [unpack_mask(p, lay["shape"]) for p, lay in zip(packed, layers)]
+    except ValueError as e:
+        raise TicketError(f"{path}: corrupted ticket ({e})") from None
+    for i, (m, lay) in enumerate(zip(masks, layers)):
+        if int(m.sum()) != lay["kept"]:
+            raise TicketError(f"{path}: corrupted ticket (layer {i} keeps {int(m.sum())}, recorded {lay['kept']})")
+    scores = None
+    if "scores.0" in tensors:
+        scores = [torch.from_numpy(tensors[f"scores.{i}"].copy()) for i in range(len(layers))]
+    return Ticket(path, config, layers, masks, scores, meta.get("weights_sha256", ""), summary)
