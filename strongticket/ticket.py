@@ -6,7 +6,7 @@ File layout (safetensors):
   metadata  ``format``          "strongticket-ticket/1"
             ``config``          the resolved search config (JSON): model, widths, init, density, seed, …
             ``layers``          JSON list of {"shape", "kept"} per masked layer
-            ``masks_sha256``    SHA-256 of the packed mask bytes, in layer order: catches corruption
+            ``data_sha256``     SHA-256 of every tensor's bytes, by tensor name: catches corruption
             ``weights_sha256``  SHA-256 of the float32 frozen weights (and frozen biases) regenerated from the
                                 seed, in layer order: proves the weights on load are the ones searched over
             ``summary``         the run's summary (JSON), for comparison by ``strongticket eval``
@@ -50,10 +50,10 @@ def weights_sha256(layers: Sequence[MaskedLayer]) -> str:
     return h.hexdigest()
 
 
-def _masks_sha256(packed: Sequence[np.ndarray]) -> str:
+def _data_sha256(tensors: dict[str, np.ndarray]) -> str:
     h = hashlib.sha256()
-    for p in packed:
-        h.update(p.tobytes())
+    for name in sorted(tensors):
+        h.update(name.encode() + b"\0" + np.ascontiguousarray(tensors[name]).tobytes())
     return h.hexdigest()
 
 
@@ -72,7 +72,7 @@ def save_ticket(path: str | Path, model: nn.Module, config: dict[str, Any], summ
         "format": TICKET_FORMAT,
         "config": json.dumps(config, sort_keys=True),
         "layers": json.dumps([{"shape": list(layer.weight.shape), "kept": layer.kept()} for layer in layers]),
-        "masks_sha256": _masks_sha256(packed),
+        "data_sha256": _data_sha256(tensors),
         "weights_sha256": weights_sha256(layers),
         "summary": json.dumps(summary, sort_keys=True),
     }
@@ -151,8 +151,8 @@ def read_ticket(path: str | Path) -> Ticket:
         packed = [tensors[f"mask.{i}"] for i in range(len(layers))]
     except (SafetensorError, KeyError, json.JSONDecodeError) as e:
         raise TicketError(f"{path}: corrupted ticket ({type(e).__name__}: {e})") from None
-    if _masks_sha256(packed) != meta.get("masks_sha256"):
-        raise TicketError(f"{path}: corrupted ticket (mask bytes do not match their SHA-256)")
+    if _data_sha256(tensors) != meta.get("data_sha256"):
+        raise TicketError(f"{path}: corrupted ticket (tensor bytes do not match their SHA-256)")
     try:
         masks = [unpack_mask(p, lay["shape"]) for p, lay in zip(packed, layers)]
     except ValueError as e:

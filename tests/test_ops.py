@@ -79,13 +79,13 @@ def test_frozen_weight_and_mask_get_no_gradient():
 
 
 @pytest.mark.parametrize(
-    "B, C, O, H, W, k, stride, padding, dilation, groups",
+    "B, C, Cout, H, W, k, stride, padding, dilation, groups",
     [(2, 3, 5, 7, 9, 3, 1, 1, 1, 1), (1, 4, 6, 8, 5, 3, 2, 0, 1, 2), (3, 1, 2, 6, 6, 1, 1, 0, 1, 1),
      (2, 2, 3, 9, 7, 3, 1, 2, 2, 1)],
 )
 @pytest.mark.parametrize("density", [0.05, 0.5, 1.0])
-def test_masked_conv2d_matches_float64_reference(B, C, O, H, W, k, stride, padding, dilation, groups, density):
-    g, weight, scores, mask = _inputs((O, C // groups, k, k), density, B + C + O + H)
+def test_masked_conv2d_matches_float64_reference(B, C, Cout, H, W, k, stride, padding, dilation, groups, density):
+    g, weight, scores, mask = _inputs((Cout, C // groups, k, k), density, B + C + Cout + H)
     x = torch.randn(B, C, H, W, generator=g, dtype=torch.float64)
     args = ([stride] * 2, [padding] * 2, [dilation] * 2, groups)
 

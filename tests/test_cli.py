@@ -1,0 +1,98 @@
+"""The command line: flags, config files, one-line errors, eval --json."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from strongticket.cli import main
+from strongticket.config import SearchConfig
+
+FAST = ["--widths", "24", "--epochs", "1", "--batch-size", "256"]
+
+
+def _run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--density", "1.5"], "density must be in (0, 1], got 1.5"),
+        (["--density", "0"], "density must be in (0, 1], got 0.0"),
+        (["--widths", "64,-3"], "widths[1] must be an integer in [1, 1048576], got -3"),
+        (["--widths", "64,x"], "widths must be comma-separated integers, got '64,x'"),
+        (["--epochs", "0"], "epochs must be an integer in [1, 100000], got 0"),
+        (["--seed", "-1"], "seed must be an integer in [0, 4294967295], got -1"),
+        (["--lr", "nan"], "lr must be a number in (0, inf], got nan"),
+        (["--data-root", "/no/such/folder"], "data_root must be an existing folder, got '/no/such/folder'"),
+        (["--config", "/no/such.toml"], "config file must be an existing .toml or .json file, got '/no/such.toml'"),
+    ],
+)
+def test_bad_search_values_give_one_line_and_exit_2(capsys, tmp_path, argv, message):
+    code, out, err = _run(capsys, "search", "--out", str(tmp_path / "r"), *argv)
+    assert code == 2
+    assert err == f"strongticket: error: {message}\n"
+    assert not (tmp_path / "r").exists()
+
+
+def test_unknown_model_lists_the_valid_ones(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["search", "--model", "resnet999"])
+    assert info.value.code == 2
+    assert "invalid choice: 'resnet999' (choose from mlp)" in capsys.readouterr().err.replace("'mlp'", "mlp")
+
+
+def test_config_file_then_flags_override(tmp_path, capsys):
+    cfg = tmp_path / "run.toml"
+    cfg.write_text('widths = [24]\nepochs = 1\nbatch-size = 256\ndensity = 0.25\nseed = 7\n')
+    code, out, _ = _run(capsys, "search", "--config", str(cfg), "--seed", "3", "--out", str(tmp_path / "r"))
+    assert code == 0, out
+    resolved = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert resolved["density"] == 0.25 and resolved["seed"] == 3 and resolved["widths"] == [24]
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"widht": [3]}')
+    code, _, err = _run(capsys, "search", "--config", str(bad))
+    assert code == 2 and "unknown field 'widht'; valid fields: data, data_root, model" in err
+
+
+def test_default_run_folder_is_named_by_the_config_hash(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    code, out, _ = _run(capsys, "search", *FAST)
+    assert code == 0
+    name = SearchConfig(widths=(24,), epochs=1, batch_size=256).run_name()
+    assert (tmp_path / "runs" / name / "ticket.safetensors").is_file()
+    code, out, _ = _run(capsys, "search", *FAST, "--device", "cpu")  # device is not part of the hash
+    assert "(resuming)" in out
+
+
+def test_eval_json_is_one_object_matching_the_run(tmp_path, capsys):
+    assert main(["search", *FAST, "--out", str(tmp_path)]) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    capsys.readouterr()
+    code, out, _ = _run(capsys, "eval", str(tmp_path / "ticket.safetensors"), "--json")
+    assert code == 0 and out.count("\n") == 1
+    result = json.loads(out)
+    assert result["test_acc"] == summary["test_acc"]
+    code, out, _ = _run(capsys, "eval", str(tmp_path / "ticket.safetensors"))
+    assert "same as the run's" in out
+
+
+def test_eval_of_a_truncated_ticket_is_one_line(tmp_path, capsys):
+    assert main(["search", *FAST, "--out", str(tmp_path)]) == 0
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes((tmp_path / "ticket.safetensors").read_bytes()[:300])
+    code, _, err = _run(capsys, "eval", str(bad))
+    assert code == 2 and err.startswith("strongticket: error: ") and "truncated ticket" in err
+    assert err.count("\n") == 1
+
+
+def test_python_dash_m_runs_the_cli(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "strongticket", "search", *FAST, "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "test acc" in done.stdout and "backend torch" in done.stdout
+    assert done.stderr == ""  # no warnings, no progress bar when not a TTY
