@@ -59,7 +59,7 @@ class SearchConfig:
     scale_fan: bool = _f(False, "scale the init's fan-in by the density")
     epochs: int = _f(40, "passes over the training split")
     batch_size: int = _f(64, "examples per step")
-    lr: float = _f(0.1, "peak learning rate of the scores (cosine schedule)")
+    lr: float = _f(0.2, "peak learning rate of the scores (cosine schedule)")
     momentum: float = _f(0.9, "SGD momentum")
     weight_decay: float = _f(0.0, "weight decay on the scores")
     seed: int = _f(0, "seed of the frozen weights and the initial scores, in [0, 2**32)")

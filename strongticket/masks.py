@@ -86,13 +86,14 @@ def kth_largest(bits: torch.Tensor, k: int) -> torch.Tensor:
 
 
 def _mask_from_bits(bits: torch.Tensor, k: int) -> torch.Tensor:
-    """Flat bool mask keeping exactly k of ``bits``: all above τ, then the lowest-index ties at τ."""
+    """Flat bool mask keeping exactly k of ``bits``: all at or above τ, less the highest-index ties at τ."""
     tau = kth_largest(bits, k)
-    above = bits > tau
-    at = bits == tau
-    room = k - above.sum()  # ties to keep, >= 1
-    tie_rank = torch.cumsum(at, 0, dtype=torch.int64)
-    return above | (at & (tie_rank <= room))
+    mask = bits >= tau
+    excess = int(mask.sum()) - k  # > 0 only when several scores equal τ exactly
+    if excess > 0:
+        tied = torch.nonzero(bits == tau).squeeze(1)
+        mask[tied[tied.numel() - excess:]] = False
+    return mask
 
 
 def topk_mask(scores: torch.Tensor, k: int) -> torch.Tensor:
