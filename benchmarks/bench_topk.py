@@ -66,8 +66,8 @@ def main() -> None:
             ours = topk_mask(scores, k)
             identical = torch.equal(ours, definition_mask(scores, k))
             original = original_edge_popup_mask(scores, density).bool()
-            t_sort = _median_ms(lambda: original_edge_popup_mask(scores, density), args.repeats)
-            t_ours = _median_ms(lambda: topk_mask(scores, k), args.repeats)
+            t_sort = _median_ms(lambda s=scores, d=density: original_edge_popup_mask(s, d), args.repeats)
+            t_ours = _median_ms(lambda s=scores, k=k: topk_mask(s, k), args.repeats)
             rows.append({
                 "n": f"2^{log2n}", "density": density, "kept": k, "sort_ms": round(t_sort, 2),
                 "radix_select_ms": round(t_ours, 2), "speedup": round(t_sort / t_ours, 2),

@@ -11,7 +11,7 @@ import os
 
 import torch
 
-__all__ = ["BACKENDS", "backend_name", "triton_available"]
+__all__ = ["BACKENDS", "backend_name", "resolve_device", "triton_available"]
 
 BACKENDS = ("auto", "torch", "triton")
 
@@ -42,3 +42,14 @@ def backend_name(device: torch.device | str) -> str:
     if requested == "torch" or not triton_ok:
         return "torch"
     return "triton-interpret" if os.environ.get("TRITON_INTERPRET") == "1" else "triton"
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` → CUDA when available, else CPU; ``cuda`` without a visible GPU is a clear error."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device must be one of auto, cpu, cuda with a visible GPU; got 'cuda' but none is visible")
+    if device not in ("cpu", "cuda"):
+        raise ValueError(f"device must be one of auto, cpu, cuda, got {device!r}")
+    return torch.device(device)

@@ -21,9 +21,9 @@ __all__ = ["main"]
 
 
 def _search(ns: argparse.Namespace) -> int:
-    from .backend import backend_name
+    from .backend import backend_name, resolve_device
     from .config import config_from_args
-    from .search.edge_popup import resolve_device, run_dir, run_search
+    from .search.edge_popup import run_dir, run_search
 
     cfg = config_from_args(ns)
     device = resolve_device(cfg.device)

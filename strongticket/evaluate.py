@@ -6,20 +6,37 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
-from .backend import backend_name
+from .backend import backend_name, resolve_device
 from .config import SearchConfig
-from .data.splits import load_splits
+from .data.splits import Split, Splits, batches, load_splits
 from .models import model_from_config
 from .nn import masked_layers
-from .search.edge_popup import evaluate, resolve_device
 from .ticket import Ticket, TicketError, read_ticket
 
-__all__ = ["load_ticket_model", "evaluate_ticket"]
+__all__ = ["evaluate", "load_ticket_model", "evaluate_ticket"]
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, split: Split, batch_size: int = 512) -> tuple[float, float]:
+    """(accuracy, mean cross-entropy) of ``model`` on ``split``, in a fixed batch order."""
+    model.eval()
+    correct, loss_sum = 0, 0.0
+    for b in batches(split, batch_size):
+        logits = model(b.x)
+        loss_sum += float(F.cross_entropy(logits, b.labels, reduction="sum"))
+        correct += int((logits.argmax(1) == b.labels).sum())
+    return correct / len(split), loss_sum / len(split)
 
 
 def load_ticket_model(path: str | Path, device: str = "auto") -> tuple[torch.nn.Module, Ticket, SearchConfig]:
     """The network a ticket describes, weights regenerated and checked, masks fixed; raises TicketError."""
+    model, ticket, cfg, _ = _load(path, device)
+    return model, ticket, cfg
+
+
+def _load(path: str | Path, device: str) -> tuple[torch.nn.Module, Ticket, SearchConfig, Splits]:
     ticket = read_ticket(path)
     try:
         cfg = SearchConfig.from_dict({**ticket.config, "out": None, "device": device, "data_root": None})
@@ -28,14 +45,13 @@ def load_ticket_model(path: str | Path, device: str = "auto") -> tuple[torch.nn.
     splits = load_splits(cfg.data, val_fraction=cfg.val_fraction)
     model = model_from_config(cfg, splits.input_shape, splits.num_classes)
     ticket.apply(model)
-    return model.to(resolve_device(device)), ticket, cfg
+    return model.to(resolve_device(device)), ticket, cfg, splits
 
 
 def evaluate_ticket(path: str | Path, device: str = "auto") -> dict[str, Any]:
     """Summary of a ticket's network on the test split of its data set."""
-    model, ticket, cfg = load_ticket_model(path, device)
+    model, ticket, cfg, splits = _load(path, device)
     dev = resolve_device(device)
-    splits = load_splits(cfg.data, val_fraction=cfg.val_fraction)
     test_acc, test_loss = evaluate(model, splits.test.to(dev))
     layers = masked_layers(model)
     kept = [int(layer.mask.sum()) for layer in layers]

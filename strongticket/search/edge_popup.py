@@ -23,44 +23,23 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 from tqdm.auto import tqdm
 
-from ..backend import backend_name
+from ..backend import backend_name, resolve_device
 from ..config import SearchConfig
-from ..data.splits import Split, Splits, batches, load_splits
+from ..data.splits import Splits, batches, load_splits
+from ..evaluate import evaluate
 from ..models import model_from_config
 from ..nn import MaskedLayer, masked_layers
 from ..ticket import save_ticket, weights_sha256
 
-__all__ = ["run_search", "evaluate", "resolve_device", "run_dir"]
+__all__ = ["run_search", "run_dir"]
 
 _CHECKPOINT_VERSION = 1
 
 
-def resolve_device(device: str) -> torch.device:
-    """``auto`` → CUDA when available, else CPU; ``cuda`` without a GPU is a clear error."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device must be one of auto, cpu, cuda with a visible GPU; got 'cuda' but none is visible")
-    return torch.device(device)
-
-
 def run_dir(cfg: SearchConfig) -> Path:
     return Path(cfg.out).expanduser() if cfg.out else Path("runs") / cfg.run_name()
-
-
-@torch.no_grad()
-def evaluate(model: nn.Module, split: Split, batch_size: int = 512) -> tuple[float, float]:
-    """(accuracy, mean cross-entropy) of ``model`` on ``split``, in a fixed batch order."""
-    model.eval()
-    correct, loss_sum = 0, 0.0
-    for b in batches(split, batch_size):
-        logits = model(b.x)
-        loss_sum += float(F.cross_entropy(logits, b.labels, reduction="sum"))
-        correct += int((logits.argmax(1) == b.labels).sum())
-    return correct / len(split), loss_sum / len(split)
 
 
 def _layer_stats(layers: list[MaskedLayer]) -> dict[str, Any]:
@@ -105,6 +84,8 @@ def run_search(
     _prepare_folder(folder, cfg)
     summary_path = folder / "summary.json"
     ckpt_path = folder / "checkpoint.pt"
+    if summary_path.exists():  # finished: report again, recompute nothing
+        return json.loads(summary_path.read_text())
     device = resolve_device(cfg.device)
     backend = backend_name(device)
 
@@ -122,6 +103,7 @@ def run_search(
     )
 
     start_epoch, history, best, elapsed = 0, [], None, 0.0
+    prev_masks = [layer.mask.clone() for layer in layers]
     if ckpt_path.exists():
         state = torch.load(ckpt_path, map_location=device, weights_only=True)
         if state.get("version") != _CHECKPOINT_VERSION or state.get("digest") != cfg.digest():
@@ -132,9 +114,9 @@ def run_search(
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
         start_epoch, history, best, elapsed = state["epoch"], state["history"], state["best"], state["seconds"]
+        prev_masks = state["last_masks"]
         _catch_up_metrics(folder / "metrics.jsonl", history)
 
-    prev_masks = [m.clone() for m in (best["last_masks"] if best else [layer.mask for layer in layers])]
     bar = tqdm(range(start_epoch, cfg.epochs), initial=start_epoch, total=cfg.epochs, desc="search",
                unit="epoch", disable=(not progress) if progress is not None else None, leave=False)
     for epoch in bar:
@@ -171,13 +153,13 @@ def run_search(
             best = {"val_acc": val_acc, "epoch": epoch + 1, "masks": masks_now, "scores": None}
             if cfg.save_scores:
                 best["scores"] = [s.detach().clone() for s in scores]
-        best["last_masks"] = masks_now
         history.append(record)
         elapsed += record["seconds"]
         _save_checkpoint(ckpt_path, {
             "version": _CHECKPOINT_VERSION, "digest": cfg.digest(), "epoch": epoch + 1,
             "scores": [s.detach() for s in scores], "optimizer": optimizer.state_dict(),
-            "schedule": schedule.state_dict(), "history": history, "best": best, "seconds": elapsed,
+            "schedule": schedule.state_dict(), "history": history, "best": best, "last_masks": masks_now,
+            "seconds": elapsed,
         })
         with open(folder / "metrics.jsonl", "a") as fh:
             fh.write(json.dumps(record) + "\n")
@@ -188,9 +170,6 @@ def run_search(
 
     if weights_sha256(layers) != frozen_sha:
         raise RuntimeError("frozen weights changed during the search; this is a bug in strongticket")
-    if summary_path.exists() and start_epoch == cfg.epochs:
-        return json.loads(summary_path.read_text())
-
     # Select the best validation epoch, then look at the test split once.
     with torch.no_grad():
         for layer, mask in zip(layers, best["masks"]):
