@@ -22,14 +22,14 @@ __all__ = ["main"]
 
 def _search(ns: argparse.Namespace) -> int:
     from .backend import backend_name, resolve_device
-    from .config import config_from_args
+    from .config import config_from_args, model_label
     from .search.edge_popup import run_dir, run_search
 
     cfg = config_from_args(ns)
     device = resolve_device(cfg.device)
     folder = run_dir(cfg)
     resumed = (folder / "checkpoint.pt").exists()
-    print(f"strongticket search: {cfg.algo} on {cfg.data}, {cfg.model} {list(cfg.widths)}, "
+    print(f"strongticket search: {cfg.algo} on {cfg.data}, {model_label(cfg)}, "
           f"density {cfg.density:g} ({cfg.scope}), init {cfg.init}, seed {cfg.seed}, "
           f"device {device}, backend {backend_name(device)}")
     print(f"run folder: {folder}" + ("  (resuming)" if resumed else ""))

@@ -22,8 +22,11 @@ from pathlib import Path
 from typing import Any
 
 from .masks import validate_density
+from .models import MODELS
 
-__all__ = ["SearchConfig", "add_config_arguments", "config_from_args", "load_config_file"]
+MODEL_NAMES = tuple(MODELS)
+
+__all__ = ["SearchConfig", "add_config_arguments", "config_from_args", "load_config_file", "model_label"]
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -49,14 +52,19 @@ class SearchConfig:
 
     data: str = _f("digits", "data set (digits ships with the package)", choices=("digits",))
     data_root: str | None = _f(None, "folder holding data files (not needed for digits)", hashed=False)
-    model: str = _f("mlp", "model name", choices=("mlp",))
-    widths: tuple[int, ...] = _f((512, 512), "hidden widths of the mlp, comma-separated")
+    model: str = _f("mlp", "model name", choices=MODEL_NAMES)
+    widths: tuple[int, ...] | None = _f(None, "hidden widths of the fully connected layers of mlp and convN, "
+                                        "comma-separated (default: mlp 512,512; convN 256,256)")
+    width: float = _f(1.0, "width multiplier of every layer but the classifier (e.g. 2 for a wide ResNet)")
     algo: str = _f("edge-popup", "search method", choices=ALGOS)
     density: float = _f(0.5, "fraction of weights kept, in (0, 1]; sparsity = 1 - density")
     scope: str = _f("layer", "top-k per layer, or one global threshold", choices=SCOPES)
     init: str = _f("signed_constant", "frozen weight init",
                    choices=("signed_constant", "kaiming_normal", "kaiming_uniform", "uniform"))
     scale_fan: bool = _f(False, "scale the init's fan-in by the density")
+    bias: bool = _f(False, "give masked layers a frozen random bias")
+    bias_scores: bool = _f(False, "mask the biases too, by their own scores (needs --bias)")
+    learn_bn: bool = _f(False, "make batch norm affine and train it with the scores (resnets)")
     epochs: int = _f(40, "passes over the training split")
     batch_size: int = _f(64, "examples per step")
     lr: float = _f(0.2, "peak learning rate of the scores (cosine schedule)")
@@ -65,8 +73,10 @@ class SearchConfig:
     seed: int = _f(0, "seed of the frozen weights and the initial scores, in [0, 2**32)")
     data_seed: int = _f(0, "seed of the batch order, in [0, 2**32)")
     val_fraction: float = _f(0.1, "fraction of the training data held out for model selection")
+    augment: bool = _f(True, "standard augmentation where the data set has one (CIFAR: random crop + flip)")
     save_scores: bool = _f(False, "also store the fp32 scores in the ticket (32x larger)")
     out: str | None = _f(None, "run folder (default runs/<name>-<config hash>)", hashed=False)
+    tensorboard: bool = _f(False, "also log scalars for TensorBoard under <run>/tensorboard", hashed=False)
     device: str = _f("auto", "where to run", hashed=False, choices=DEVICES)
 
     def __post_init__(self) -> None:
@@ -80,10 +90,16 @@ class SearchConfig:
         _check_int("batch_size", self.batch_size, 1, 1 << 20)
         _check_int("seed", self.seed, 0, 2**32 - 1)
         _check_int("data_seed", self.data_seed, 0, 2**32 - 1)
-        if len(self.widths) == 0:
-            raise ValueError("widths must list at least one hidden width, got none")
-        for i, w in enumerate(self.widths):
-            _check_int(f"widths[{i}]", w, 1, 1 << 20)
+        if self.widths is not None:
+            if len(self.widths) == 0:
+                raise ValueError("widths must list at least one hidden width, got none")
+            if self.model.startswith("resnet"):
+                raise ValueError(f"widths applies to mlp and convN models, not {self.model}; use --width")
+            for i, w in enumerate(self.widths):
+                _check_int(f"widths[{i}]", w, 1, 1 << 20)
+        _check_float("width", self.width, 0.0, 64.0, low_open=True)
+        if self.bias_scores and not self.bias:
+            raise ValueError("bias_scores needs bias: there is no bias to mask; add --bias")
         _check_float("lr", self.lr, 0.0, math.inf, low_open=True)
         _check_float("momentum", self.momentum, 0.0, 1.0, high_open=True)
         _check_float("weight_decay", self.weight_decay, 0.0, math.inf)
@@ -114,6 +130,16 @@ class SearchConfig:
 
 def _jsonable(v: Any) -> Any:
     return list(v) if isinstance(v, tuple) else v
+
+
+def model_label(cfg: SearchConfig) -> str:
+    """``mlp``, ``mlp [64, 64]``, ``resnet20 ×2``: the model as a person reads it."""
+    label = cfg.model
+    if cfg.widths is not None:
+        label += f" {list(cfg.widths)}"
+    if cfg.width != 1:
+        label += f" ×{cfg.width:g}"
+    return label
 
 
 def _check_int(name: str, v: Any, lo: int, hi: int) -> None:
@@ -193,13 +219,15 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type = SearchConf
         flag = "--" + f.name.replace("_", "-")
         t = _base_type(f.type)
         default = f.default if not isinstance(f.default, tuple) else ",".join(map(str, f.default))
-        help_text = f"{f.metadata['help']} (default: {default})"
+        choices = f.metadata.get("choices")
+        help_text = f"{f.metadata['help']}" + (f"; one of {', '.join(choices)}" if choices else "") + \
+            f" (default: {default})"
         if t is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
                                 help=help_text)
         else:
-            parser.add_argument(flag, dest=f.name, default=argparse.SUPPRESS, metavar=f.name.upper(),
-                                choices=f.metadata.get("choices"), help=help_text)
+            # choices are checked by the dataclass, which says what is wrong in one line (argparse adds usage)
+            parser.add_argument(flag, dest=f.name, default=argparse.SUPPRESS, metavar=f.name.upper(), help=help_text)
 
 
 def config_from_args(ns: argparse.Namespace, cls: type = SearchConfig) -> Any:

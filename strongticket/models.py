@@ -1,11 +1,17 @@
 """Built-in networks made of masked layers over frozen random weights, and their registry.
 
-Every model takes the same keyword arguments (``density``, ``init``, ``seed``, ``scale_fan``) and numbers its
-masked layers 0, 1, 2, … in forward order: that index, with the seed, names each layer's random stream, so a
-model config plus a seed determines every weight bit for bit.
+Every model takes the same keyword arguments (``density``, ``init``, ``seed``, ``scale_fan``, ``bias``,
+``bias_scores``, ``learn_bn``) and numbers its masked layers 0, 1, 2, … in construction order: that index, with
+the seed, names each layer's random stream, so a model config plus a seed determines every weight bit for bit.
 
-``mlp``: x (B, *input_shape) → flatten → [MaskedLinear → ReLU] × len(widths) → MaskedLinear → logits (B, classes).
-No biases and no normalisation by default: nothing but the scores learns (Ramanujan et al. 2020, §4).
+- ``mlp``: flatten → [MaskedLinear → ReLU] × len(widths) → MaskedLinear. No biases, no normalisation.
+- ``conv2/4/6/8``: the VGG-like nets of the lottery-ticket and edge-popup papers (Frankle & Carbin 2019;
+  Ramanujan et al. 2020): pairs of 3×3 convs (64, 128, 256, 512 channels × ``width``) each followed by a 2×2 max
+  pool, then 256-256 fully connected (× ``width``) and the classifier. No normalisation, as in those papers.
+- ``resnet20`` (He et al. 2016, CIFAR: 3 stages × 3 basic blocks, 16/32/64 channels) and ``resnet18`` (the
+  CIFAR variant: 3×3 stem, 4 stages × 2 blocks, 64…512 channels), for 32×32 inputs; ``width`` > 1 gives wide
+  ResNets (Zagoruyko & Komodakis 2016). Batch norm is non-affine by default (nothing but scores learns);
+  ``learn_bn=True`` makes it affine and trainable. Shortcuts that change shape are masked 1×1 convs + BN.
 """
 
 from __future__ import annotations
@@ -16,36 +22,55 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from .nn import MaskedLinear, use_global_topk
+from .nn import MaskedConv2d, MaskedLinear, use_global_topk
 
-__all__ = ["MLP", "MODELS", "build_model", "model_from_config"]
+__all__ = ["MLP", "ConvNet", "ResNet", "MODELS", "build_model", "model_from_config"]
+
+
+class _Layers:
+    """Hands out consecutive layer indices and the shared masked-layer arguments."""
+
+    def __init__(self, density: float, init: str, seed: int, scale_fan: bool, bias: bool, bias_scores: bool):
+        self.kwargs = dict(density=density, init=init, seed=seed, scale_fan=scale_fan, bias=bias,
+                           bias_scores=bias_scores)
+        self.index = 0
+
+    def linear(self, fan_in: int, fan_out: int) -> MaskedLinear:
+        self.index += 1
+        return MaskedLinear(fan_in, fan_out, layer=self.index - 1, **self.kwargs)
+
+    def conv(self, c_in: int, c_out: int, kernel: int, stride: int = 1, padding: int = 0) -> MaskedConv2d:
+        self.index += 1
+        return MaskedConv2d(c_in, c_out, kernel, stride=stride, padding=padding, layer=self.index - 1, **self.kwargs)
+
+
+def _positive_ints(name: str, values: Sequence[int]) -> None:
+    for i, w in enumerate(values):
+        if isinstance(w, bool) or not isinstance(w, int) or w < 1:
+            raise ValueError(f"{name}[{i}] must be a positive integer, got {w!r}")
+
+
+def _scaled(channels: int, width: float) -> int:
+    if not (isinstance(width, (int, float)) and not isinstance(width, bool) and 0 < width <= 64):
+        raise ValueError(f"width must be a number in (0, 64], got {width!r}")
+    return max(1, round(channels * width))
 
 
 class MLP(nn.Module):
     """Fully connected ReLU network of masked linear layers; ``widths`` are the hidden widths."""
 
-    def __init__(
-        self,
-        input_shape: Sequence[int],
-        num_classes: int,
-        widths: Sequence[int] = (256, 256),
-        *,
-        density: float = 0.5,
-        init: str = "signed_constant",
-        seed: int = 0,
-        scale_fan: bool = False,
-        bias: bool = False,
-    ) -> None:
+    def __init__(self, input_shape: Sequence[int], num_classes: int, widths: Sequence[int] = (512, 512), *,
+                 width: float = 1.0, density: float = 0.5, init: str = "signed_constant", seed: int = 0,
+                 scale_fan: bool = False, bias: bool = False, bias_scores: bool = False,
+                 learn_bn: bool = False) -> None:
         super().__init__()
-        for i, w in enumerate(widths):
-            if isinstance(w, bool) or not isinstance(w, int) or w < 1:
-                raise ValueError(f"widths[{i}] must be a positive integer, got {w!r}")
-        sizes = [math.prod(input_shape), *widths, num_classes]
+        _positive_ints("widths", widths)
+        make = _Layers(density, init, seed, scale_fan, bias, bias_scores)
+        sizes = [math.prod(input_shape), *(_scaled(w, width) for w in widths), num_classes]
         layers: list[nn.Module] = [nn.Flatten()]
-        for index, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
-            layers.append(MaskedLinear(fan_in, fan_out, bias=bias, density=density, init=init, seed=seed,
-                                       layer=index, scale_fan=scale_fan))
-            if index < len(sizes) - 2:
+        for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+            layers.append(make.linear(fan_in, fan_out))
+            if i < len(sizes) - 2:
                 layers.append(nn.ReLU())
         self.net = nn.Sequential(*layers)
 
@@ -53,21 +78,141 @@ class MLP(nn.Module):
         return self.net(x)
 
 
-MODELS: dict[str, Callable[..., nn.Module]] = {"mlp": MLP}
+_CONV_PLANS = {
+    "conv2": (64, 64, "M"),
+    "conv4": (64, 64, "M", 128, 128, "M"),
+    "conv6": (64, 64, "M", 128, 128, "M", 256, 256, "M"),
+    "conv8": (64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M"),
+}
 
 
-def build_model(name: str, input_shape: Sequence[int], num_classes: int, **kwargs) -> nn.Module:
+class ConvNet(nn.Module):
+    """Conv2/4/6/8: 3×3 masked convs with ReLU, 2×2 max pools, then 256-256-classes masked linear layers."""
+
+    def __init__(self, input_shape: Sequence[int], num_classes: int, variant: str = "conv4", *,
+                 width: float = 1.0, widths: Sequence[int] = (256, 256), density: float = 0.5,
+                 init: str = "signed_constant", seed: int = 0, scale_fan: bool = False, bias: bool = False,
+                 bias_scores: bool = False, learn_bn: bool = False) -> None:
+        super().__init__()
+        if variant not in _CONV_PLANS:
+            raise ValueError(f"variant must be one of {', '.join(_CONV_PLANS)}, got {variant!r}")
+        if len(input_shape) != 3:
+            raise ValueError(f"{variant} needs image inputs (channels, height, width), got shape {tuple(input_shape)}")
+        plan = _CONV_PLANS[variant]
+        c, h, w = input_shape
+        pools = plan.count("M")
+        if min(h, w) < 2**pools:
+            raise ValueError(f"{variant} pools {pools} times and needs inputs of at least {2**pools}×{2**pools}, "
+                             f"got {h}×{w}")
+        make = _Layers(density, init, seed, scale_fan, bias, bias_scores)
+        features: list[nn.Module] = []
+        for step in plan:
+            if step == "M":
+                features.append(nn.MaxPool2d(2))
+                h, w = h // 2, w // 2
+            else:
+                out = _scaled(step, width)
+                features += [make.conv(c, out, 3, padding=1), nn.ReLU()]
+                c = out
+        self.features = nn.Sequential(*features)
+        _positive_ints("widths", widths)
+        sizes = [c * h * w, *(_scaled(n, width) for n in widths), num_classes]
+        head: list[nn.Module] = [nn.Flatten()]
+        for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+            head.append(make.linear(fan_in, fan_out))
+            if i < len(sizes) - 2:
+                head.append(nn.ReLU())
+        self.classifier = nn.Sequential(*head)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.classifier(self.features(x))
+
+
+class _BasicBlock(nn.Module):
+    def __init__(self, make: _Layers, c_in: int, c_out: int, stride: int, learn_bn: bool) -> None:
+        super().__init__()
+        self.conv1 = make.conv(c_in, c_out, 3, stride=stride, padding=1)
+        self.bn1 = nn.BatchNorm2d(c_out, affine=learn_bn)
+        self.conv2 = make.conv(c_out, c_out, 3, padding=1)
+        self.bn2 = nn.BatchNorm2d(c_out, affine=learn_bn)
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or c_in != c_out:
+            self.shortcut = nn.Sequential(make.conv(c_in, c_out, 1, stride=stride),
+                                          nn.BatchNorm2d(c_out, affine=learn_bn))
+        self.relu = nn.ReLU()
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + self.shortcut(x))
+
+
+_RESNET_PLANS = {
+    "resnet20": (16, ((16, 3, 1), (32, 3, 2), (64, 3, 2))),
+    "resnet18": (64, ((64, 2, 1), (128, 2, 2), (256, 2, 2), (512, 2, 2))),
+}
+
+
+class ResNet(nn.Module):
+    """CIFAR-style ResNet of masked convs with non-affine batch norm; ``width`` multiplies every channel count."""
+
+    def __init__(self, input_shape: Sequence[int], num_classes: int, variant: str = "resnet20", *,
+                 width: float = 1.0, widths: Sequence[int] = (), density: float = 0.5,
+                 init: str = "signed_constant", seed: int = 0, scale_fan: bool = False, bias: bool = False,
+                 bias_scores: bool = False, learn_bn: bool = False) -> None:
+        super().__init__()
+        if variant not in _RESNET_PLANS:
+            raise ValueError(f"variant must be one of {', '.join(_RESNET_PLANS)}, got {variant!r}")
+        if len(input_shape) != 3:
+            raise ValueError(f"{variant} needs image inputs (channels, height, width), got shape {tuple(input_shape)}")
+        stem, stages = _RESNET_PLANS[variant]
+        make = _Layers(density, init, seed, scale_fan, bias, bias_scores)
+        c = _scaled(stem, width)
+        self.stem = nn.Sequential(make.conv(input_shape[0], c, 3, padding=1),
+                                  nn.BatchNorm2d(c, affine=learn_bn), nn.ReLU())
+        blocks: list[nn.Module] = []
+        for channels, count, stride in stages:
+            out = _scaled(channels, width)
+            for i in range(count):
+                blocks.append(_BasicBlock(make, c, out, stride if i == 0 else 1, learn_bn))
+                c = out
+        self.blocks = nn.Sequential(*blocks)
+        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.fc = make.linear(c, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc(self.pool(self.blocks(self.stem(x))))
+
+
+def _variant(cls: type, name: str) -> Callable[..., nn.Module]:
+    def build(input_shape: Sequence[int], num_classes: int, **kwargs: Any) -> nn.Module:
+        return cls(input_shape, num_classes, name, **kwargs)
+
+    return build
+
+
+MODELS: dict[str, Callable[..., nn.Module]] = {
+    "mlp": MLP,
+    **{name: _variant(ConvNet, name) for name in _CONV_PLANS},
+    **{name: _variant(ResNet, name) for name in _RESNET_PLANS},
+}
+
+
+def build_model(name: str, input_shape: Sequence[int], num_classes: int, **kwargs: Any) -> nn.Module:
     """Build the registered model ``name``; an unknown name lists the valid ones."""
     if name not in MODELS:
-        raise ValueError(f"model must be one of {', '.join(sorted(MODELS))}, got {name!r}")
+        raise ValueError(f"model must be one of {', '.join(MODELS)}, got {name!r}")
     return MODELS[name](input_shape, num_classes, **kwargs)
 
 
 def model_from_config(cfg: Any, input_shape: Sequence[int], num_classes: int) -> nn.Module:
-    """The model a search config describes (``model``, ``widths``, ``density``, ``init``, ``seed``,
-    ``scale_fan``, ``scope``), with a global threshold when ``scope == "global"``."""
-    model = build_model(cfg.model, input_shape, num_classes, widths=tuple(cfg.widths), density=cfg.density,
-                        init=cfg.init, seed=cfg.seed, scale_fan=cfg.scale_fan)
+    """The model a search config describes, with a global threshold when ``cfg.scope == "global"``."""
+    kwargs: dict[str, Any] = dict(width=cfg.width, density=cfg.density, init=cfg.init, seed=cfg.seed,
+                                  scale_fan=cfg.scale_fan, bias=cfg.bias, bias_scores=cfg.bias_scores,
+                                  learn_bn=cfg.learn_bn)
+    if cfg.widths is not None:
+        kwargs["widths"] = tuple(cfg.widths)
+    model = build_model(cfg.model, input_shape, num_classes, **kwargs)
     if cfg.scope == "global":
         use_global_topk(model, cfg.density)
     return model

@@ -24,9 +24,18 @@ import torch
 from torch import Tensor, nn
 
 from . import masks, ops
-from .random import STREAM_BIAS, init_scores, init_weight
+from .random import STREAM_BIAS, STREAM_BIAS_SCORES, init_scores, init_weight
 
-__all__ = ["MaskedLayer", "MaskedLinear", "MaskedConv2d", "GlobalTopK", "masked_layers", "use_global_topk"]
+__all__ = [
+    "MaskedLayer",
+    "MaskedLinear",
+    "MaskedConv2d",
+    "GlobalTopK",
+    "masked_layers",
+    "use_global_topk",
+    "other_state",
+    "trainable_state",
+]
 
 
 class GlobalTopK:
@@ -56,11 +65,16 @@ def _scores_key(scores: Tensor) -> tuple:
 
 
 class MaskedLayer(nn.Module):
-    """Shared state of masked layers: frozen ``weight``, learnable ``scores``, optional frozen ``bias``."""
+    """Shared state of masked layers: frozen ``weight``, learnable ``scores``, optional frozen ``bias``.
+
+    With ``bias_scores=True`` the frozen random bias is masked too: its own scores, top-k at the layer's density
+    (per layer, even under a global threshold), straight-through like the weights.
+    """
 
     weight: nn.Parameter
     scores: nn.Parameter
     bias: nn.Parameter | None
+    bias_scores: nn.Parameter | None
 
     def _init_masked(
         self,
@@ -72,7 +86,10 @@ class MaskedLayer(nn.Module):
         seed: int,
         layer: int,
         scale_fan: bool,
+        bias_scores: bool = False,
     ) -> None:
+        if bias_scores and not bias:
+            raise ValueError("bias_scores=True needs bias=True: there is no bias to mask")
         self.density = masks.validate_density(density)
         self.init = init
         self.seed = seed
@@ -87,6 +104,13 @@ class MaskedLayer(nn.Module):
             self.bias = nn.Parameter(b, requires_grad=False)
         else:
             self.register_parameter("bias", None)
+        if bias_scores:
+            bs = init_scores((shape[0],), seed, layer, fan_in=math.prod(shape[1:]), kind=STREAM_BIAS_SCORES)
+            self.bias_scores = nn.Parameter(bs)
+            self.bias_k = masks.keep_count(self.density, shape[0])
+        else:
+            self.register_parameter("bias_scores", None)
+        self.register_buffer("fixed_bias_mask", None)
         self.k = masks.keep_count(self.density, self.weight.numel())
         self._selector: GlobalTopK | None = None
         self.register_buffer("fixed_mask", None)
@@ -107,13 +131,38 @@ class MaskedLayer(nn.Module):
             self._key = key
         return self._mask
 
-    def fix_mask(self, mask: Tensor) -> None:
-        """Use ``mask`` from now on (e.g. from a ticket); the scores no longer matter."""
+    @property
+    def bias_mask(self) -> Tensor | None:
+        """The bool mask of the bias (``bias_scores=True``), else None."""
+        if self.fixed_bias_mask is not None:
+            return self.fixed_bias_mask
+        if self.bias_scores is None:
+            return None
+        with torch.no_grad():
+            return masks.topk_mask(self.bias_scores, self.bias_k)
+
+    def effective_bias(self) -> Tensor | None:
+        """The bias the layer adds: frozen bias, masked (straight-through to ``bias_scores``) when scored."""
+        m = self.bias_mask
+        if m is None:
+            return self.bias
+        if self.bias_scores is None or self.fixed_bias_mask is not None:
+            return self.bias * m
+        s = self.bias_scores.abs()
+        return self.bias * (m + s - s.detach())
+
+    def fix_mask(self, mask: Tensor, bias_mask: Tensor | None = None) -> None:
+        """Use ``mask`` (and ``bias_mask``) from now on (e.g. from a ticket); the scores no longer matter."""
         if mask.shape != self.weight.shape or mask.dtype != torch.bool:
             raise ValueError(
                 f"mask must be bool of shape {tuple(self.weight.shape)}, got {mask.dtype} {tuple(mask.shape)}"
             )
+        if (bias_mask is None) != (self.bias_scores is None):
+            raise ValueError(f"bias_mask must be given exactly when the layer has bias scores "
+                             f"(bias_scores={self.bias_scores is not None}), got {bias_mask is not None}")
         self.fixed_mask = mask.to(self.weight.device)
+        if bias_mask is not None:
+            self.fixed_bias_mask = bias_mask.to(self.weight.device)
 
     def kept(self) -> int:
         """Number of weights the current mask keeps."""
@@ -140,6 +189,7 @@ class MaskedLinear(MaskedLayer):
         out_features: int,
         *,
         bias: bool = False,
+        bias_scores: bool = False,
         density: float = 0.5,
         init: str = "signed_constant",
         seed: int = 0,
@@ -151,14 +201,15 @@ class MaskedLinear(MaskedLayer):
         self.in_features, self.out_features = in_features, out_features
         self._init_masked(
             (out_features, in_features),
-            bias=bias, density=density, init=init, seed=seed, layer=layer, scale_fan=scale_fan,
+            bias=bias, bias_scores=bias_scores, density=density, init=init, seed=seed, layer=layer,
+            scale_fan=scale_fan,
         )
 
     def forward(self, x: Tensor) -> Tensor:
         if x.shape[-1] != self.in_features:
             raise ValueError(f"input must have {self.in_features} features in its last dimension, "
                              f"got shape {tuple(x.shape)}")
-        return ops.masked_linear(x, self.weight, self.scores, self.mask, self.bias)
+        return ops.masked_linear(x, self.weight, self.scores, self.mask, self.effective_bias())
 
     def extra_repr(self) -> str:
         return f"{self.in_features}, {self.out_features}, " + super().extra_repr()
@@ -178,6 +229,7 @@ class MaskedConv2d(MaskedLayer):
         dilation: int | tuple[int, int] = 1,
         groups: int = 1,
         bias: bool = False,
+        bias_scores: bool = False,
         density: float = 0.5,
         init: str = "signed_constant",
         seed: int = 0,
@@ -197,14 +249,15 @@ class MaskedConv2d(MaskedLayer):
         self.dilation = _pair(dilation, "dilation")
         self._init_masked(
             (out_channels, in_channels // groups, kh, kw),
-            bias=bias, density=density, init=init, seed=seed, layer=layer, scale_fan=scale_fan,
+            bias=bias, bias_scores=bias_scores, density=density, init=init, seed=seed, layer=layer,
+            scale_fan=scale_fan,
         )
 
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"input must be (batch, {self.in_channels}, height, width), got shape {tuple(x.shape)}")
         return ops.masked_conv2d(
-            x, self.weight, self.scores, self.mask, self.bias,
+            x, self.weight, self.scores, self.mask, self.effective_bias(),
             list(self.stride), list(self.padding), list(self.dilation), self.groups,
         )
 
@@ -237,3 +290,24 @@ def _pair(v: int | Sequence[int], name: str, minimum: int = 1) -> tuple[int, int
     if len(pair) != 2 or any(isinstance(p, bool) or not isinstance(p, int) or p < minimum for p in pair):
         raise ValueError(f"{name} must be an integer >= {minimum} or a pair of them, got {v!r}")
     return pair  # type: ignore[return-value]
+
+
+def _masked_prefixes(model: nn.Module) -> tuple[str, ...]:
+    return tuple(name + "." for name, m in model.named_modules() if isinstance(m, MaskedLayer))
+
+
+def other_state(model: nn.Module) -> dict[str, Tensor]:
+    """The state that is neither a masked layer nor derivable from the seed: batch-norm statistics, learned
+    affine parameters. A ticket stores it next to the masks."""
+    prefixes = _masked_prefixes(model)
+    return {k: v.detach().clone() for k, v in model.state_dict().items() if not k.startswith(prefixes)}
+
+
+def trainable_state(model: nn.Module) -> dict[str, Tensor]:
+    """What a search changes: scores and bias scores of masked layers plus :func:`other_state`."""
+    prefixes = _masked_prefixes(model)
+    state = other_state(model)
+    for k, v in model.state_dict().items():
+        if k.startswith(prefixes) and k.rsplit(".", 1)[1] in ("scores", "bias_scores"):
+            state[k] = v.detach().clone()
+    return state

@@ -46,6 +46,7 @@ __all__ = [
     "INITS",
     "NONLINEARITIES",
     "STREAM_BIAS",
+    "STREAM_BIAS_SCORES",
     "STREAM_DATA",
     "STREAM_KINDS",
     "STREAM_SCORES",
@@ -69,7 +70,8 @@ STREAM_WEIGHT = 0
 STREAM_BIAS = 1
 STREAM_SCORES = 2
 STREAM_DATA = 3
-STREAM_KINDS = (STREAM_WEIGHT, STREAM_BIAS, STREAM_SCORES, STREAM_DATA)
+STREAM_BIAS_SCORES = 4
+STREAM_KINDS = (STREAM_WEIGHT, STREAM_BIAS, STREAM_SCORES, STREAM_DATA, STREAM_BIAS_SCORES)
 
 # int32 offsets only (module docstring): counters of one stream are 0 .. MAX_COUNTERS - 1.
 MAX_COUNTERS = 2**31
@@ -158,8 +160,8 @@ def _check_kind(kind) -> int:
     is_int = isinstance(kind, (int, np.integer)) and not isinstance(kind, (bool, np.bool_))
     if not is_int or kind not in STREAM_KINDS:
         raise ValueError(
-            f"kind must be one of {STREAM_KINDS} (STREAM_WEIGHT, STREAM_BIAS, STREAM_SCORES, STREAM_DATA), "
-            f"got {kind!r}"
+            f"kind must be one of {STREAM_KINDS} (STREAM_WEIGHT, STREAM_BIAS, STREAM_SCORES, STREAM_DATA, "
+            f"STREAM_BIAS_SCORES), got {kind!r}"
         )
     return int(kind)
 
@@ -382,8 +384,11 @@ def init_weight(
     return torch.from_numpy(values.astype(np.float32).reshape(tuple(shape)))
 
 
-def init_scores(shape: tuple[int, ...], seed: int, layer: int, *, fan_in: int | None = None) -> torch.Tensor:
-    """Edge-popup initial scores: float32 ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))`` from the SCORES stream.
+def init_scores(
+    shape: tuple[int, ...], seed: int, layer: int, *, fan_in: int | None = None, kind: int = STREAM_SCORES
+) -> torch.Tensor:
+    """Edge-popup initial scores: float32 ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))`` from the SCORES stream
+    (``kind=STREAM_BIAS_SCORES`` for the scores of a bias).
 
     Matches ``kaiming_uniform_(scores, a=sqrt(5))`` of the original code in distribution; never exactly 0
     since ``2u - 1`` is an odd multiple of 2**-32. ``fan_in`` defaults to the column count of the matrix view.
@@ -391,5 +396,5 @@ def init_scores(shape: tuple[int, ...], seed: int, layer: int, *, fan_in: int | 
     rows, cols = matrix_shape(shape)
     fan = cols if fan_in is None else _check_int("fan_in", fan_in, 1, 2**63, "2**63")
     bound = 1.0 / math.sqrt(fan)
-    values = (2.0 * uniform01(seed, layer, STREAM_SCORES, rows, cols) - 1.0) * bound
+    values = (2.0 * uniform01(seed, layer, kind, rows, cols) - 1.0) * bound
     return torch.from_numpy(values.astype(np.float32).reshape(tuple(shape)))

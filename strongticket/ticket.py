@@ -1,8 +1,10 @@
 """Tickets: a found subnetwork as config + seed + bit-packed masks, in a safetensors file (no pickle).
 
 File layout (safetensors):
-  tensors   ``mask.<i>``   uint8 (⌈n_i/8⌉,)  bit-packed mask of masked layer i (flat order, LSB first)
-            ``scores.<i>`` float32 (shape_i)  optional, the scores the mask was taken from
+  tensors   ``mask.<i>``       uint8 (⌈n_i/8⌉,)  bit-packed mask of masked layer i (flat order, LSB first)
+            ``bias_mask.<i>``  uint8             bit-packed bias mask, for layers with bias scores
+            ``scores.<i>``     float32 (shape_i) optional, the scores the mask was taken from
+            ``state.<name>``   the model's other state: batch-norm statistics, learned affine parameters
   metadata  ``format``          "strongticket-ticket/1"
             ``config``          the resolved search config (JSON): model, widths, init, density, seed, …
             ``layers``          JSON list of {"shape", "kept"} per masked layer
@@ -29,7 +31,7 @@ import torch
 from torch import nn
 
 from .masks import pack_mask, unpack_mask
-from .nn import MaskedLayer, masked_layers
+from .nn import MaskedLayer, masked_layers, other_state
 
 __all__ = ["TICKET_FORMAT", "TicketError", "Ticket", "save_ticket", "read_ticket", "weights_sha256"]
 
@@ -63,8 +65,11 @@ def save_ticket(path: str | Path, model: nn.Module, config: dict[str, Any], summ
     from safetensors.numpy import save
 
     layers = masked_layers(model)
-    packed = [pack_mask(layer.mask) for layer in layers]
-    tensors: dict[str, np.ndarray] = {f"mask.{i}": p for i, p in enumerate(packed)}
+    tensors: dict[str, np.ndarray] = {f"mask.{i}": pack_mask(layer.mask) for i, layer in enumerate(layers)}
+    for i, layer in enumerate(layers):
+        if layer.bias_mask is not None:
+            tensors[f"bias_mask.{i}"] = pack_mask(layer.bias_mask)
+    tensors.update({f"state.{k}": v.cpu().numpy() for k, v in other_state(model).items()})
     if save_scores:
         tensors.update({f"scores.{i}": layer.scores.detach().cpu().float().numpy()
                         for i, layer in enumerate(layers)})
@@ -87,10 +92,11 @@ class Ticket:
     """A ticket read from disk and checked for truncation and corruption (the weights are checked later)."""
 
     def __init__(self, path: Path, config: dict[str, Any], layers: list[dict[str, Any]],
-                 masks: list[torch.Tensor], scores: list[torch.Tensor] | None, weights_sha256: str,
-                 summary: dict[str, Any]) -> None:
+                 masks: list[torch.Tensor], bias_masks: list[torch.Tensor | None], state: dict[str, torch.Tensor],
+                 scores: list[torch.Tensor] | None, weights_sha256: str, summary: dict[str, Any]) -> None:
         self.path, self.config, self.layers = path, config, layers
-        self.masks, self.scores, self.weights_sha256, self.summary = masks, scores, weights_sha256, summary
+        self.masks, self.bias_masks, self.state = masks, bias_masks, state
+        self.scores, self.weights_sha256, self.summary = scores, weights_sha256, summary
 
     def apply(self, model: nn.Module) -> None:
         """Check ``model``'s regenerated weights against the ticket's hash, then fix its masks."""
@@ -102,8 +108,16 @@ class Ticket:
         if got != self.weights_sha256:
             raise TicketError(f"{self.path}: weights regenerated from seed {self.config.get('seed')} do not match "
                               f"the searched ones (sha256 {got[:16]}… != {self.weights_sha256[:16]}…)")
-        for layer, mask in zip(layers, self.masks):
-            layer.fix_mask(mask)
+        expected = set(other_state(model))
+        if expected != set(self.state):
+            missing = sorted(expected - set(self.state)) or sorted(set(self.state) - expected)
+            raise TicketError(f"{self.path}: the ticket's stored state does not fit the model (e.g. {missing[0]!r})")
+        model.load_state_dict(self.state, strict=False)
+        for layer, mask, bias_mask in zip(layers, self.masks, self.bias_masks):
+            try:
+                layer.fix_mask(mask, bias_mask)
+            except ValueError as e:
+                raise TicketError(f"{self.path}: {e}") from None
 
 
 def _header(path: Path) -> tuple[dict[str, Any], int]:
@@ -149,12 +163,14 @@ def read_ticket(path: str | Path) -> Ticket:
         layers = json.loads(meta["layers"])
         summary = json.loads(meta.get("summary", "{}"))
         packed = [tensors[f"mask.{i}"] for i in range(len(layers))]
+        packed_bias = [tensors.get(f"bias_mask.{i}") for i in range(len(layers))]
     except (SafetensorError, KeyError, json.JSONDecodeError) as e:
         raise TicketError(f"{path}: corrupted ticket ({type(e).__name__}: {e})") from None
     if _data_sha256(tensors) != meta.get("data_sha256"):
         raise TicketError(f"{path}: corrupted ticket (tensor bytes do not match their SHA-256)")
     try:
         masks = [unpack_mask(p, lay["shape"]) for p, lay in zip(packed, layers)]
+        bias_masks = [None if p is None else unpack_mask(p, lay["shape"][:1]) for p, lay in zip(packed_bias, layers)]
     except ValueError as e:
         raise TicketError(f"{path}: corrupted ticket ({e})") from None
     for i, (m, lay) in enumerate(zip(masks, layers)):
@@ -163,4 +179,5 @@ def read_ticket(path: str | Path) -> Ticket:
     scores = None
     if "scores.0" in tensors:
         scores = [torch.from_numpy(tensors[f"scores.{i}"].copy()) for i in range(len(layers))]
-    return Ticket(path, config, layers, masks, scores, meta.get("weights_sha256", ""), summary)
+    state = {k[len("state."):]: torch.from_numpy(v.copy()) for k, v in tensors.items() if k.startswith("state.")}
+    return Ticket(path, config, layers, masks, bias_masks, state, scores, meta.get("weights_sha256", ""), summary)

@@ -73,7 +73,8 @@ def load_splits(name: str, *, val_fraction: float = 0.1, root: str | Path | None
     return Splits(take(train_idx), take(val_idx), take(test_idx), tuple(images.shape[1:]), 10)
 
 
-def batches(split: Split, batch_size: int, *, seed: int | None = None, epoch: int = 0) -> Iterator[Split]:
+def batches(split: Split, batch_size: int, *, seed: int | None = None, epoch: int = 0,
+            augment: bool = False) -> Iterator[Split]:
     """Mini-batches of ``split``; shuffled by Philox(seed, epoch) when ``seed`` is given, else in order."""
     n = len(split)
     if seed is None:

@@ -26,11 +26,11 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..backend import backend_name, resolve_device
-from ..config import SearchConfig
+from ..config import SearchConfig, model_label
 from ..data.splits import Splits, batches, load_splits
 from ..evaluate import evaluate
 from ..models import model_from_config
-from ..nn import MaskedLayer, masked_layers
+from ..nn import MaskedLayer, masked_layers, other_state, trainable_state
 from ..ticket import save_ticket, weights_sha256
 
 __all__ = ["run_search", "run_dir"]
@@ -94,13 +94,19 @@ def run_search(
     model = model_from_config(cfg, splits.input_shape, splits.num_classes).to(device)
     layers = masked_layers(model)
     frozen_sha = weights_sha256(layers)
-    scores = [layer.scores for layer in layers]
-    optimizer = torch.optim.SGD(scores, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    scored = [p for layer in layers for p in (layer.scores, layer.bias_scores) if p is not None]
+    scored_ids = {id(p) for p in scored}
+    others = [p for p in model.parameters() if p.requires_grad and id(p) not in scored_ids]  # --learn-bn
+    groups = [{"params": scored, "weight_decay": cfg.weight_decay}]
+    if others:
+        groups.append({"params": others, "weight_decay": 0.0})
+    optimizer = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
     steps_per_epoch = -(-len(train) // cfg.batch_size)
     total_steps = cfg.epochs * steps_per_epoch
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: 0.5 * (1.0 + math.cos(math.pi * step / total_steps))
     )
+    writer = _tensorboard(folder) if cfg.tensorboard else None
 
     start_epoch, history, best, elapsed = 0, [], None, 0.0
     prev_masks = [layer.mask.clone() for layer in layers]
@@ -108,9 +114,7 @@ def run_search(
         state = torch.load(ckpt_path, map_location=device, weights_only=True)
         if state.get("version") != _CHECKPOINT_VERSION or state.get("digest") != cfg.digest():
             raise ValueError(f"{ckpt_path}: checkpoint belongs to another config or version; remove it to restart")
-        with torch.no_grad():
-            for s, saved in zip(scores, state["scores"]):
-                s.copy_(saved)
+        model.load_state_dict(state["trainable"], strict=False)
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
         start_epoch, history, best, elapsed = state["epoch"], state["history"], state["best"], state["seconds"]
@@ -123,7 +127,7 @@ def run_search(
         t0 = time.perf_counter()
         model.train()
         loss_sum, correct = 0.0, 0
-        for b in batches(train, cfg.batch_size, seed=cfg.data_seed, epoch=epoch):
+        for b in batches(train, cfg.batch_size, seed=cfg.data_seed, epoch=epoch, augment=cfg.augment):
             logits = model(b.x)
             loss = F.cross_entropy(logits, b.labels)
             optimizer.zero_grad(set_to_none=True)
@@ -132,7 +136,7 @@ def run_search(
             schedule.step()
             loss_sum += float(loss.detach()) * b.labels.shape[0]
             correct += int((logits.detach().argmax(1) == b.labels).sum())
-        if not all(torch.isfinite(s).all() for s in scores):
+        if not all(torch.isfinite(p).all() for p in scored):
             raise FloatingPointError(f"scores became non-finite in epoch {epoch + 1}; lower --lr (got {cfg.lr})")
         val_acc, val_loss = evaluate(model, val)
         masks_now = [layer.mask.clone() for layer in layers]
@@ -147,35 +151,43 @@ def run_search(
             "lr": optimizer.param_groups[0]["lr"],
             "flip_rate": flips / sum(m.numel() for m in masks_now),
             **_layer_stats(layers),
+            "score_histogram": _score_histogram(layers),
             "seconds": time.perf_counter() - t0,
         }
         if best is None or val_acc > best["val_acc"]:
-            best = {"val_acc": val_acc, "epoch": epoch + 1, "masks": masks_now, "scores": None}
-            if cfg.save_scores:
-                best["scores"] = [s.detach().clone() for s in scores]
+            best = {"val_acc": val_acc, "epoch": epoch + 1, "masks": masks_now,
+                    "bias_masks": [layer.bias_mask for layer in layers], "other": other_state(model),
+                    "scores": [s.detach().clone() for s in scored] if cfg.save_scores else None}
         history.append(record)
         elapsed += record["seconds"]
         _save_checkpoint(ckpt_path, {
             "version": _CHECKPOINT_VERSION, "digest": cfg.digest(), "epoch": epoch + 1,
-            "scores": [s.detach() for s in scores], "optimizer": optimizer.state_dict(),
+            "trainable": trainable_state(model), "optimizer": optimizer.state_dict(),
             "schedule": schedule.state_dict(), "history": history, "best": best, "last_masks": masks_now,
             "seconds": elapsed,
         })
         with open(folder / "metrics.jsonl", "a") as fh:
             fh.write(json.dumps(record) + "\n")
+        if writer is not None:
+            for key in ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "flip_rate", "density"):
+                writer.add_scalar(key, record[key], epoch + 1)
+            writer.flush()
         bar.set_postfix(val_acc=f"{val_acc:.3f}", loss=f"{record['train_loss']:.3f}")
         if on_epoch is not None:
             on_epoch(record)
     bar.close()
+    if writer is not None:
+        writer.close()
 
     if weights_sha256(layers) != frozen_sha:
         raise RuntimeError("frozen weights changed during the search; this is a bug in strongticket")
     # Select the best validation epoch, then look at the test split once.
     with torch.no_grad():
-        for layer, mask in zip(layers, best["masks"]):
-            layer.fix_mask(mask)
+        model.load_state_dict(best["other"], strict=False)
+        for layer, mask, bias_mask in zip(layers, best["masks"], best["bias_masks"]):
+            layer.fix_mask(mask, bias_mask)
         if best["scores"] is not None:
-            for s, saved in zip(scores, best["scores"]):
+            for s, saved in zip(scored, best["scores"]):
                 s.copy_(saved)
     test_acc, test_loss = evaluate(model, test)
     summary = {
@@ -198,6 +210,23 @@ def run_search(
     return summary
 
 
+def _score_histogram(layers: list[MaskedLayer], bins: int = 20) -> dict[str, Any]:
+    """Histogram of |S| over all layers, ``bins`` equal bins on [0, max |S|]."""
+    with torch.no_grad():
+        mags = torch.cat([layer.scores.detach().abs().reshape(-1).float() for layer in layers])
+        top = float(mags.max())
+        counts = torch.histc(mags, bins=bins, min=0.0, max=top if top > 0 else 1.0)
+    return {"max": top, "counts": [int(c) for c in counts.tolist()]}
+
+
+def _tensorboard(folder: Path) -> Any:
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise ValueError("tensorboard must be installed for --tensorboard: pip install tensorboard") from None
+    return SummaryWriter(str(folder / "tensorboard"))
+
+
 def _catch_up_metrics(path: Path, history: list[dict[str, Any]]) -> None:
     """Append the epochs the checkpoint holds but a kill kept out of ``metrics.jsonl``."""
     logged = 0
@@ -212,7 +241,7 @@ def _report(cfg: SearchConfig, summary: dict[str, Any], history: list[dict[str, 
     lines = [
         f"# {cfg.run_name()}",
         "",
-        f"{cfg.algo} on `{cfg.data}`, model `{cfg.model}` {list(cfg.widths)}, init `{cfg.init}`, "
+        f"{cfg.algo} on `{cfg.data}`, model `{model_label(cfg)}`, init `{cfg.init}`, "
         f"density {cfg.density} ({cfg.scope}), seed {cfg.seed}.",
         "",
         "| test acc | val acc (best epoch) | kept / total weights | seconds | backend |",
