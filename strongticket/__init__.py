@@ -7,12 +7,16 @@ tickets (config + seed + 1 bit per weight), and rebuilds and checks them.
 Importing this package needs neither triton nor CUDA.
 """
 
+from .convert import bake, convert, to_torch_prune
 from .masks import keep_count, topk_mask
 from .nn import GlobalTopK, MaskedConv2d, MaskedLinear, masked_layers, use_global_topk
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "bake",
+    "convert",
+    "to_torch_prune",
     "GlobalTopK",
     "MaskedConv2d",
     "MaskedLinear",
