@@ -2,7 +2,9 @@
 
     strongticket search [--data digits] [--model mlp] [--density 0.5] [--init signed_constant] [--epochs N]
                         [--seed S] [--out DIR] [--device auto|cpu|cuda] [--config run.toml] ...
-    strongticket eval runs/<run>/ticket.safetensors [--json] [--device auto|cpu|cuda]
+    strongticket search ... --seeds 0,1,2          (several seeds, mean ± std)
+    strongticket eval runs/<run>/ticket.safetensors [--json] [--device auto|cpu|cuda] [--sanity shuffle]
+    strongticket report runs/a runs/b ... [--out report]
 
 A bad value prints one line (``strongticket: error: density must be in (0, 1], got 1.5``) and exits with 2;
 ``STRONGTICKET_DEBUG=1`` shows the traceback instead.
@@ -15,45 +17,85 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 __all__ = ["main"]
 
 
 def _search(ns: argparse.Namespace) -> int:
+    import dataclasses
+
     from .backend import backend_name, resolve_device
     from .config import config_from_args, model_label
+    from .report import mean_std
     from .search.edge_popup import run_dir, run_search
 
     cfg = config_from_args(ns)
+    seeds = [cfg.seed]
+    if ns.seeds is not None:
+        if "seed" in vars(ns):
+            raise ValueError("give either --seed or --seeds, not both")
+        seeds = _int_list("seeds", ns.seeds)
     device = resolve_device(cfg.device)
-    folder = run_dir(cfg)
-    resumed = (folder / "checkpoint.pt").exists()
-    print(f"strongticket search: {cfg.algo} on {cfg.data}, {model_label(cfg)}, "
-          f"density {cfg.density:g} ({cfg.scope}), init {cfg.init}, seed {cfg.seed}, "
+    print(f"strongticket search: {cfg.algo} on {cfg.data}, {model_label(cfg)}, density {cfg.density:g} "
+          f"({cfg.scope}), init {cfg.init}, seed{'s' if len(seeds) > 1 else ''} {','.join(map(str, seeds))}, "
           f"device {device}, backend {backend_name(device)}")
-    print(f"run folder: {folder}" + ("  (resuming)" if resumed else ""))
-    summary = run_search(cfg)
-    print(f"test acc {summary['test_acc']:.4f}  val acc {summary['val_acc']:.4f} (epoch {summary['best_epoch']})  "
-          f"kept {summary['kept_weights']:,}/{summary['total_weights']:,} weights "
-          f"(density {summary['density']:.4f})  {summary['seconds']:.1f} s")
-    print(f"ticket: {folder / 'ticket.safetensors'}")
+    results = []
+    for seed in seeds:
+        run = dataclasses.replace(cfg, seed=seed)
+        if len(seeds) > 1 and cfg.out:
+            run = dataclasses.replace(run, out=str(Path(cfg.out) / f"seed-{seed}"))
+        folder = run_dir(run)
+        resumed = (folder / "checkpoint.pt").exists() or (folder / "summary.json").exists()
+        print(f"run folder: {folder}" + ("  (resuming)" if resumed else ""))
+        summary = run_search(run)
+        results.append(summary)
+        print(f"{'seed ' + str(seed) + ': ' if len(seeds) > 1 else ''}test acc {summary['test_acc']:.4f}  "
+              f"val acc {summary['val_acc']:.4f} (epoch {summary['best_epoch']})  "
+              f"kept {summary['kept_weights']:,}/{summary['total_weights']:,} weights "
+              f"(density {summary['density']:.4f})  {summary['seconds']:.1f} s")
+        print(f"ticket: {folder / 'ticket.safetensors'}")
+    if len(seeds) > 1:
+        t_mean, t_std = mean_std([r["test_acc"] for r in results])
+        v_mean, v_std = mean_std([r["val_acc"] for r in results])
+        print(f"over {len(seeds)} seeds: test acc {t_mean:.4f} ± {t_std:.4f}  val acc {v_mean:.4f} ± {v_std:.4f}")
     return 0
+
+
+def _int_list(name: str, text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"{name} must be comma-separated integers, got {text!r}") from None
+    if not values or any(not 0 <= v < 2**32 for v in values) or len(set(values)) != len(values):
+        raise ValueError(f"{name} must be distinct integers in [0, 4294967295], got {text!r}")
+    return values
 
 
 def _eval(ns: argparse.Namespace) -> int:
     from .evaluate import evaluate_ticket
 
-    result = evaluate_ticket(ns.ticket, device=ns.device)
+    result = evaluate_ticket(ns.ticket, device=ns.device, data_root=ns.data_root, sanity=ns.sanity)
     if ns.json:
         print(json.dumps(result, sort_keys=True))
-    else:
-        line = (f"test acc {result['test_acc']:.4f}  kept {result['kept_weights']:,}/{result['total_weights']:,} "
-                f"weights (density {result['density']:.4f})  weights sha256 ok  backend {result['backend']}")
-        if result.get("run_test_acc") is not None:
-            same = "same as" if result["test_acc"] == result["run_test_acc"] else "DIFFERS from"
-            line += f"  ({same} the run's {result['run_test_acc']:.4f})"
-        print(line)
+        return 0
+    line = (f"test acc {result['test_acc']:.4f}  kept {result['kept_weights']:,}/{result['total_weights']:,} "
+            f"weights (density {result['density']:.4f})  weights sha256 ok  backend {result['backend']}")
+    if result["sanity"] is not None:
+        line = f"sanity check {result['sanity']}: {line}  (the ticket itself: {result['run_test_acc']:.4f})"
+    elif result.get("run_test_acc") is not None:
+        same = "same as" if result["test_acc"] == result["run_test_acc"] else "DIFFERS from"
+        line += f"  ({same} the run's {result['run_test_acc']:.4f})"
+    print(line)
+    return 0
+
+
+def _report(ns: argparse.Namespace) -> int:
+    from .report import write_report
+
+    path = write_report(ns.runs, ns.out)
+    print(f"report: {path}")
     return 0
 
 
@@ -66,6 +108,8 @@ def _parser() -> argparse.ArgumentParser:
     search = sub.add_parser("search", help="search a mask on a frozen random network",
                             description="Train popup scores of a frozen random network; write a ticket.")
     add_config_arguments(search)
+    search.add_argument("--seeds", metavar="S,S,...", help="run several seeds and report mean ± std "
+                        "(instead of --seed)")
     search.set_defaults(run=_search)
     ev = sub.add_parser("eval", help="rebuild a network from a ticket and report its test accuracy",
                         description="Regenerate the weights from the ticket's seed, check their SHA-256, "
@@ -73,7 +117,17 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("ticket", help="path to ticket.safetensors")
     ev.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     ev.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="where to run (default: auto)")
+    ev.add_argument("--data-root", help="folder with the data files (default: the one the run used)")
+    ev.add_argument("--sanity", choices=("shuffle", "reinit", "invert"),
+                    help="break the ticket the way the literature's sanity checks do: shuffle each layer's mask, "
+                         "re-draw the weights with another seed, or keep the lowest scores (needs --save-scores)")
     ev.set_defaults(run=_eval)
+    rep = sub.add_parser("report", help="markdown table and plots from finished runs",
+                         description="Draw accuracy curves and per-layer densities (PNG, needs matplotlib) and a "
+                                     "markdown table from the runs' logs.")
+    rep.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run folders")
+    rep.add_argument("--out", default="report", help="folder for report.md and the plots (default: report)")
+    rep.set_defaults(run=_report)
     return parser
 
 

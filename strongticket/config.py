@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .data.splits import DATASETS
 from .masks import validate_density
 from .models import MODELS
 
@@ -50,8 +51,9 @@ DEVICES = ("auto", "cpu", "cuda")
 class SearchConfig:
     """Everything that determines a mask search; the resolved copy is written to ``config.json``."""
 
-    data: str = _f("digits", "data set (digits ships with the package)", choices=("digits",))
-    data_root: str | None = _f(None, "folder holding data files (not needed for digits)", hashed=False)
+    data: str = _f("digits", "data set (digits ships with the package; the others are read from --data-root)",
+                   choices=DATASETS)
+    data_root: str | None = _f(None, "folder holding the data files (not needed for digits)", hashed=False)
     model: str = _f("mlp", "model name", choices=MODEL_NAMES)
     widths: tuple[int, ...] | None = _f(None, "hidden widths of the fully connected layers of mlp and convN, "
                                         "comma-separated (default: mlp 512,512; convN 256,256)")

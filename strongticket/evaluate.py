@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -11,11 +12,15 @@ import torch.nn.functional as F
 from .backend import backend_name, resolve_device
 from .config import SearchConfig
 from .data.splits import Split, Splits, batches, load_splits
+from .masks import topk_mask
 from .models import model_from_config
 from .nn import masked_layers
+from .random import permutation
 from .ticket import Ticket, TicketError, read_ticket
 
-__all__ = ["evaluate", "load_ticket_model", "evaluate_ticket"]
+__all__ = ["SANITY_CHECKS", "evaluate", "load_ticket_model", "evaluate_ticket"]
+
+_SANITY_SEED = 0x5A1E
 
 
 @torch.no_grad()
@@ -30,27 +35,74 @@ def evaluate(model: torch.nn.Module, split: Split, batch_size: int = 512) -> tup
     return correct / len(split), loss_sum / len(split)
 
 
-def load_ticket_model(path: str | Path, device: str = "auto") -> tuple[torch.nn.Module, Ticket, SearchConfig]:
+SANITY_CHECKS = ("shuffle", "reinit", "invert")
+
+
+def load_ticket_model(path: str | Path, device: str = "auto", data_root: str | None = None,
+                      ) -> tuple[torch.nn.Module, Ticket, SearchConfig]:
     """The network a ticket describes, weights regenerated and checked, masks fixed; raises TicketError."""
-    model, ticket, cfg, _ = _load(path, device)
+    model, ticket, cfg, _ = _load(path, device, data_root)
     return model, ticket, cfg
 
 
-def _load(path: str | Path, device: str) -> tuple[torch.nn.Module, Ticket, SearchConfig, Splits]:
-    ticket = read_ticket(path)
+def _config(ticket: Ticket, device: str, data_root: str | None) -> SearchConfig:
+    root = data_root if data_root is not None else ticket.config.get("data_root")
     try:
-        cfg = SearchConfig.from_dict({**ticket.config, "out": None, "device": device, "data_root": None})
+        return SearchConfig.from_dict({**ticket.config, "out": None, "device": device, "data_root": root})
     except ValueError as e:
-        raise TicketError(f"{path}: corrupted ticket (config: {e})") from None
-    splits = load_splits(cfg.data, val_fraction=cfg.val_fraction)
+        if "data_root" in str(e):
+            raise
+        raise TicketError(f"{ticket.path}: corrupted ticket (config: {e})") from None
+
+
+def _load(path: str | Path, device: str, data_root: str | None,
+          ) -> tuple[torch.nn.Module, Ticket, SearchConfig, Splits]:
+    ticket = read_ticket(path)
+    cfg = _config(ticket, device, data_root)
+    splits = load_splits(cfg.data, val_fraction=cfg.val_fraction, root=cfg.data_root)
     model = model_from_config(cfg, splits.input_shape, splits.num_classes)
     ticket.apply(model)
     return model.to(resolve_device(device)), ticket, cfg, splits
 
 
-def evaluate_ticket(path: str | Path, device: str = "auto") -> dict[str, Any]:
-    """Summary of a ticket's network on the test split of its data set."""
-    model, ticket, cfg, splits = _load(path, device)
+def _apply_sanity_check(model: torch.nn.Module, ticket: Ticket, cfg: SearchConfig, splits: Splits,
+                        check: str) -> torch.nn.Module:
+    """The ticket's network broken in one of the ways the literature uses to show a mask matters.
+
+    shuffle: each layer's mask permuted at random (same kept count); reinit: the same masks over weights drawn
+    with another seed; invert: each layer keeps its lowest-|S| weights instead (needs ``--save-scores``).
+    """
+    layers = masked_layers(model)
+    if check == "reinit":
+        other = dataclasses.replace(cfg, seed=(cfg.seed + 1) % 2**32)
+        model = model_from_config(other, splits.input_shape, splits.num_classes).to(layers[0].weight.device)
+        model.load_state_dict(ticket.state, strict=False)
+        for layer, mask, bias_mask in zip(masked_layers(model), ticket.masks, ticket.bias_masks):
+            layer.fix_mask(mask.to(layer.weight.device), bias_mask)
+        return model
+    if check == "shuffle":
+        for i, layer in enumerate(layers):
+            flat = layer.mask.reshape(-1)
+            order = torch.from_numpy(permutation(_SANITY_SEED, flat.numel(), layer=i)).to(flat.device)
+            layer.fix_mask(flat[order].view(layer.weight.shape), layer.bias_mask)
+        return model
+    if ticket.scores is None:
+        raise ValueError(f"sanity check invert needs the scores: {ticket.path} was saved without --save-scores")
+    for layer, scores in zip(layers, ticket.scores):
+        n, k = scores.numel(), int(layer.mask.sum())
+        inverted = ~topk_mask(scores, n - k) if k < n else torch.ones_like(scores, dtype=torch.bool)
+        layer.fix_mask(inverted.to(layer.weight.device), layer.bias_mask)
+    return model
+
+
+def evaluate_ticket(path: str | Path, device: str = "auto", data_root: str | None = None,
+                    sanity: str | None = None) -> dict[str, Any]:
+    """Summary of a ticket's network on the test split of its data set (optionally broken by a sanity check)."""
+    if sanity is not None and sanity not in SANITY_CHECKS:
+        raise ValueError(f"sanity must be one of {', '.join(SANITY_CHECKS)}, got {sanity!r}")
+    model, ticket, cfg, splits = _load(path, device, data_root)
+    if sanity is not None:
+        model = _apply_sanity_check(model, ticket, cfg, splits, sanity)
     dev = resolve_device(device)
     test_acc, test_loss = evaluate(model, splits.test.to(dev))
     layers = masked_layers(model)
@@ -58,6 +110,7 @@ def evaluate_ticket(path: str | Path, device: str = "auto") -> dict[str, Any]:
     total = [layer.weight.numel() for layer in layers]
     return {
         "ticket": str(path),
+        "sanity": sanity,
         "test_acc": test_acc,
         "test_loss": test_loss,
         "run_test_acc": ticket.summary.get("test_acc"),

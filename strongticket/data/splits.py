@@ -1,42 +1,60 @@
-"""Deterministic train / validation / test splits and seeded batch order for in-memory data sets.
+"""Data sets as deterministic train / validation / test splits, and seeded batches (augmented, normalized).
 
-The test split is fixed per data set (a Philox permutation with a constant seed), so every run and every
-ticket is scored on the same examples. The validation split is carved from the remaining training data: the
-search selects its epoch on validation accuracy and reports test accuracy once, at the end. Batch order for
-epoch e is a Philox permutation of (data_seed, e): independent of the weight seed, and reproducible on resume
-without saving any generator state.
+Data sets (``DATASETS``): ``digits`` (ships with the package), ``mnist`` and ``fashion_mnist`` (IDX files under
+``<root>/MNIST/raw/`` or ``<root>/FashionMNIST/raw/``), ``cifar10`` and ``cifar100`` (python batches under
+``<root>/cifar-10-batches-py/`` or ``<root>/cifar-100-python/``), and ``imagefolder`` (``<root>/train/<class>/``
+and ``<root>/test/<class>/``). Nothing is ever downloaded.
+
+The test split is the files' own test set (for digits, a fixed 20% chosen by a Philox permutation with a
+constant seed), so every run and every ticket is scored on the same examples. The validation split is carved
+from the training data with a fixed permutation: the search selects its epoch on validation accuracy and reports
+test accuracy once, at the end. Images stay uint8 in memory and are normalized per batch; training batches of
+CIFAR get the standard augmentation (random crop with 4 pixels of zero padding, horizontal flip). Batch order and
+augmentation of epoch e come from Philox words of (data_seed, e): independent of the weight seed, reproducible on
+resume without saving any generator state.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
 from ..random import permutation
+from .cifar import load_cifar
 from .digits import load_digits
+from .idx import load_mnist
+from .imagefolder import load_image_folder
+from .transforms import dataset_stats, normalize, random_crop_flip
 
 __all__ = ["Split", "Splits", "DATASETS", "load_splits", "batches"]
 
-_SPLIT_SEED = 0x5EED  # fixes the test split of every data set for good
-_TEST_FRACTION = 0.2
+_SPLIT_SEED = 0x5EED  # fixes the test split of digits and the validation split of every data set, for good
+_TEST_FRACTION = 0.2  # digits only: the other data sets bring their own test set
 
 
 @dataclass(frozen=True)
 class Split:
-    """Inputs ``x`` (n, *input_shape) float32 and integer ``labels`` (n,)."""
+    """Inputs ``x`` (n, *input_shape) — float32, or uint8 normalized per batch by ``mean``/``std`` — and
+    integer ``labels`` (n,); ``crop_padding`` > 0 turns on crop + flip augmentation for training batches."""
 
     x: Tensor
     labels: Tensor
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    crop_padding: int = 0
 
     def __len__(self) -> int:
         return self.labels.shape[0]
 
     def to(self, device: torch.device | str) -> Split:
-        return Split(self.x.to(device), self.labels.to(device))
+        return replace(self, x=self.x.to(device), labels=self.labels.to(device))
+
+    def take(self, idx: Tensor) -> Split:
+        return replace(self, x=self.x[idx], labels=self.labels[idx])
 
 
 @dataclass(frozen=True)
@@ -48,42 +66,68 @@ class Splits:
     num_classes: int
 
 
-DATASETS = ("digits",)
+_Arrays = tuple[Tensor, Tensor, Tensor, Tensor]
+_FILE_DATASETS: dict[str, tuple[Callable[[Path], _Arrays], str | None, int]] = {
+    # name: (reader(root) -> train_x, train_y, test_x, test_y; normalization stats; crop padding)
+    "mnist": (lambda root: load_mnist(root, "MNIST"), "mnist", 0),
+    "fashion_mnist": (lambda root: load_mnist(root, "FashionMNIST"), "fashion_mnist", 0),
+    "cifar10": (lambda root: load_cifar(root, "cifar10"), "cifar10", 4),
+    "cifar100": (lambda root: load_cifar(root, "cifar100", label="fine"), "cifar100", 4),
+    "imagefolder": (lambda root: tuple(load_image_folder(root))[:4], None, 0),
+}
+DATASETS = ("digits", *_FILE_DATASETS)
 
 
 def load_splits(name: str, *, val_fraction: float = 0.1, root: str | Path | None = None) -> Splits:
     """Load data set ``name`` and split it; ``val_fraction`` is the share of the training data held out."""
-    if name != "digits":
+    if name not in DATASETS:
         raise ValueError(f"data must be one of {', '.join(DATASETS)}, got {name!r}")
-    images, labels = load_digits()
-    n = labels.shape[0]
-    order = torch.from_numpy(permutation(_SPLIT_SEED, n))
-    n_test = round(_TEST_FRACTION * n)
-    test_idx, rest = order[:n_test], order[n_test:]
-    n_val = round(val_fraction * rest.numel())
-    if not 1 <= n_val < rest.numel():
+    if name == "digits":
+        images, labels = load_digits()
+        order = torch.from_numpy(permutation(_SPLIT_SEED, labels.shape[0]))
+        n_test = round(_TEST_FRACTION * labels.shape[0])
+        test_idx = order[:n_test].sort().values
+        rest = order[n_test:].sort().values
+        full = Split(images, labels)
+        train_all, test = full.take(rest), full.take(test_idx)
+        num_classes = 10
+    else:
+        if root is None:
+            raise ValueError(f"data {name} is read from local files: give data_root (--data-root), got none")
+        reader, stats, padding = _FILE_DATASETS[name]
+        train_x, train_y, test_x, test_y = reader(Path(root).expanduser())
+        mean, std = dataset_stats(stats) if stats else _stats_of(train_x)
+        train_all = Split(train_x, train_y, mean, std, padding)
+        test = Split(test_x, test_y, mean, std, 0)
+        num_classes = int(max(train_y.max(), test_y.max())) + 1
+    n = len(train_all)
+    n_val = round(val_fraction * n)
+    if not 1 <= n_val < n:
         raise ValueError(f"val_fraction must leave at least one example in validation and in training, "
-                         f"got {val_fraction} of {rest.numel()}")
-    val_idx, train_idx = rest[:n_val], rest[n_val:]
+                         f"got {val_fraction} of {n}")
+    order = torch.from_numpy(permutation(_SPLIT_SEED, n, layer=1))
+    val = replace(train_all.take(order[:n_val].sort().values), crop_padding=0)
+    train = train_all.take(order[n_val:].sort().values)
+    return Splits(train, val, test, tuple(train.x.shape[1:]), num_classes)
 
-    def take(idx: Tensor) -> Split:
-        idx = idx.sort().values  # keep the file's order inside each split
-        return Split(images[idx], labels[idx])
 
-    return Splits(take(train_idx), take(val_idx), take(test_idx), tuple(images.shape[1:]), 10)
+def _stats_of(x: Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std of uint8 images (N, C, H, W), on the [0, 1] scale."""
+    flat = x.transpose(0, 1).reshape(x.shape[1], -1).double() / 255
+    return tuple(flat.mean(1).tolist()), tuple(flat.std(1).clamp_min(1e-6).tolist())
 
 
 def batches(split: Split, batch_size: int, *, seed: int | None = None, epoch: int = 0,
             augment: bool = False) -> Iterator[Split]:
-    """Mini-batches of ``split``; shuffled by Philox(seed, epoch) when ``seed`` is given, else in order."""
+    """Mini-batches of ``split`` as float32; shuffled by Philox(seed, epoch) when ``seed`` is given, else in order;
+    augmented (crop + flip, when the split has ``crop_padding``) only when ``augment`` and ``seed`` are given."""
     n = len(split)
-    if seed is None:
-        order = None
-    else:
-        order = torch.from_numpy(permutation(seed, n, layer=epoch)).to(split.x.device)
-    for start in range(0, n, batch_size):
-        if order is None:
-            yield Split(split.x[start:start + batch_size], split.labels[start:start + batch_size])
-        else:
-            idx = order[start:start + batch_size]
-            yield Split(split.x[idx], split.labels[idx])
+    order = None if seed is None else torch.from_numpy(permutation(seed, n, layer=epoch)).to(split.x.device)
+    for step, start in enumerate(range(0, n, batch_size)):
+        idx = slice(start, start + batch_size) if order is None else order[start:start + batch_size]
+        x, labels = split.x[idx], split.labels[idx]
+        if augment and seed is not None and split.crop_padding:
+            x = random_crop_flip(x, padding=split.crop_padding, seed=seed, epoch=epoch, step=step)
+        if split.mean is not None:
+            x = normalize(x, split.mean, split.std)
+        yield Split(x, labels)

@@ -1,0 +1,115 @@
+"""``strongticket report RUN_DIR...``: a markdown table and plots drawn from the runs' logs, never re-measured.
+
+Reads each run's ``config.json``, ``metrics.jsonl`` and ``summary.json``; writes ``report.md`` (one row per run,
+plus mean ± std over runs that differ only by seed), ``accuracy.png`` (validation accuracy per epoch) and
+``layer_density.png`` (kept fraction per masked layer). Plots need matplotlib (``pip install matplotlib``);
+without it the table is still written.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["load_run", "write_report", "mean_std"]
+
+
+def load_run(folder: str | Path) -> dict[str, Any]:
+    """A run's config, per-epoch metrics and summary; a folder that is not a finished run is a clear error."""
+    folder = Path(folder)
+    missing = [name for name in ("config.json", "metrics.jsonl", "summary.json") if not (folder / name).is_file()]
+    if missing:
+        raise ValueError(f"run folder {str(folder)!r} must hold a finished run; missing {', '.join(missing)}")
+    metrics = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    return {
+        "folder": folder,
+        "config": json.loads((folder / "config.json").read_text()),
+        "metrics": metrics,
+        "summary": json.loads((folder / "summary.json").read_text()),
+    }
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value)."""
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def _group_key(config: dict[str, Any]) -> str:
+    return json.dumps({k: v for k, v in config.items() if k not in ("seed", "out", "device", "data_root")},
+                      sort_keys=True)
+
+
+def write_report(folders: Sequence[str | Path], out: str | Path) -> Path:
+    """Write ``report.md`` (and the plots when matplotlib is importable) for the runs in ``folders`` to ``out``."""
+    if not folders:
+        raise ValueError("report needs at least one run folder, got none")
+    runs = [load_run(f) for f in folders]
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    lines = ["# strongticket report", "",
+             "| run | model | data | density | init | seed | test acc | val acc | kept / total | seconds |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in runs:
+        c, s = r["config"], r["summary"]
+        lines.append(f"| {r['folder'].name} | {c['model']} | {c['data']} | {c['density']} | {c['init']} | "
+                     f"{c['seed']} | {s['test_acc']:.4f} | {s['val_acc']:.4f} | "
+                     f"{s['kept_weights']:,} / {s['total_weights']:,} | {s['seconds']:.1f} |")
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for r in runs:
+        groups.setdefault(_group_key(r["config"]), []).append(r)
+    if any(len(g) > 1 for g in groups.values()):
+        lines += ["", "Over seeds (mean ± sample std):", "",
+                  "| model | data | density | init | seeds | test acc | val acc |", "|---|---|---|---|---|---|---|"]
+        for g in groups.values():
+            c = g[0]["config"]
+            t_mean, t_std = mean_std([r["summary"]["test_acc"] for r in g])
+            v_mean, v_std = mean_std([r["summary"]["val_acc"] for r in g])
+            seeds = ",".join(str(r["config"]["seed"]) for r in g)
+            lines.append(f"| {c['model']} | {c['data']} | {c['density']} | {c['init']} | {seeds} | "
+                         f"{t_mean:.4f} ± {t_std:.4f} | {v_mean:.4f} ± {v_std:.4f} |")
+    plots = _plots(runs, out)
+    if plots:
+        lines += ["", *[f"![{p.stem}]({p.name})" for p in plots]]
+    else:
+        lines += ["", "(plots skipped: matplotlib is not installed; `pip install matplotlib`)"]
+    path = out / "report.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _plots(runs: list[dict[str, Any]], out: Path) -> list[Path]:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return []
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for r in runs:
+        ax.plot([m["epoch"] for m in r["metrics"]], [m["val_acc"] for m in r["metrics"]], label=r["folder"].name)
+    ax.set(xlabel="epoch", ylabel="validation accuracy", title="Validation accuracy")
+    ax.grid(alpha=0.3)
+    if len(runs) <= 8:
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    acc = out / "accuracy.png"
+    fig.savefig(acc, dpi=120)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for r in runs:
+        dens = r["summary"]["layer_density"]
+        ax.plot(range(len(dens)), dens, marker="o", label=r["folder"].name)
+    ax.set(xlabel="masked layer", ylabel="kept fraction", title="Per-layer density of the selected mask")
+    ax.grid(alpha=0.3)
+    if len(runs) <= 8:
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    dens_path = out / "layer_density.png"
+    fig.savefig(dens_path, dpi=120)
+    plt.close(fig)
+    return [acc, dens_path]
