@@ -1,23 +1,46 @@
 """Which implementation runs the masked ops: ``torch`` (the reference), ``triton`` or ``triton-interpret``.
 
 ``STRONGTICKET_BACKEND`` may force one (``auto``, ``torch``, ``triton``); ``auto`` picks Triton on CUDA
-devices once Triton kernels are registered for the masked ops, the PyTorch reference otherwise. Nothing here
-imports triton or touches a GPU driver at import time.
+devices (the fused kernels of ``strongticket.kernels``), the PyTorch reference otherwise. Inside
+:func:`interpret_on_cpu` (which needs ``TRITON_INTERPRET=1``) CPU tensors also run the Triton kernels, in the
+interpreter: that is how the dispatch of ``strongticket.ops`` is tested without a GPU. Nothing here imports
+triton or touches a GPU driver at import time.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 
-__all__ = ["BACKENDS", "backend_name", "resolve_device", "triton_available"]
+__all__ = ["BACKENDS", "backend_name", "interpret_on_cpu", "resolve_device", "triton_available", "triton_devices"]
 
 BACKENDS = ("auto", "torch", "triton")
 
-# Devices for which ops.py registers Triton implementations of masked_linear / masked_conv2d.
-# Empty until the fused kernels land: every device runs the PyTorch reference.
-_TRITON_OP_DEVICES: frozenset[str] = frozenset()
+# Devices for which ops.py runs Triton implementations of the masked ops.
+_TRITON_OP_DEVICES: frozenset[str] = frozenset({"cuda"})
+_interpret_depth = 0  # > 0 inside interpret_on_cpu()
+
+
+@contextmanager
+def interpret_on_cpu() -> Iterator[None]:
+    """Within this block CPU tensors run the Triton kernels in the interpreter (tests, ``--cpu-smoke``)."""
+    global _interpret_depth
+    if os.environ.get("TRITON_INTERPRET") != "1":
+        raise ValueError("interpret_on_cpu needs TRITON_INTERPRET=1 set before triton is imported, got "
+                         f"TRITON_INTERPRET={os.environ.get('TRITON_INTERPRET')!r}")
+    _interpret_depth += 1
+    try:
+        yield
+    finally:
+        _interpret_depth -= 1
+
+
+def triton_devices() -> frozenset[str]:
+    """Device types whose masked ops run Triton kernels right now."""
+    return _TRITON_OP_DEVICES | {"cpu"} if _interpret_depth > 0 else _TRITON_OP_DEVICES
 
 
 def triton_available() -> bool:
@@ -35,7 +58,7 @@ def backend_name(device: torch.device | str) -> str:
     if requested not in BACKENDS:
         raise ValueError(f"STRONGTICKET_BACKEND must be one of {', '.join(BACKENDS)}, got {requested!r}")
     kind = torch.device(device).type
-    triton_ok = kind in _TRITON_OP_DEVICES and triton_available()
+    triton_ok = kind in triton_devices() and triton_available()
     if requested == "triton" and not triton_ok:
         raise ValueError(f"STRONGTICKET_BACKEND=triton: no Triton kernels are registered for the masked ops on "
                          f"{kind!r} devices; use auto or torch")
