@@ -75,7 +75,10 @@ def _int_list(name: str, text: str) -> list[int]:
 
 def _eval(ns: argparse.Namespace) -> int:
     from .evaluate import evaluate_ticket
+    from .ticket import read_ticket
 
+    if read_ticket(ns.ticket).config.get("kind") == "theory":
+        return _eval_theory(ns)
     result = evaluate_ticket(ns.ticket, device=ns.device, data_root=ns.data_root, sanity=ns.sanity)
     if ns.json:
         print(json.dumps(result, sort_keys=True))
@@ -87,6 +90,25 @@ def _eval(ns: argparse.Namespace) -> int:
     elif result.get("run_test_acc") is not None:
         same = "same as" if result["test_acc"] == result["run_test_acc"] else "DIFFERS from"
         line += f"  ({same} the run's {result['run_test_acc']:.4f})"
+    print(line)
+    return 0
+
+
+def _eval_theory(ns: argparse.Namespace) -> int:
+    from .theory.ticket import evaluate_theory_ticket
+
+    if ns.sanity is not None:
+        raise ValueError("sanity checks apply to searched tickets; this ticket is a theory construction")
+    result = evaluate_theory_ticket(ns.ticket)
+    if ns.json:
+        print(json.dumps(result, sort_keys=True))
+        return 0
+    line = (f"{result['construction']} construction: kept {result['kept_weights']:,}/{result['total_weights']:,} "
+            f"weights (density {result['density']:.4g})  weights sha256 ok")
+    if result.get("sup_error") is not None:
+        line += f"  sup-error on the unit sphere {result['sup_error']:.3e}"
+        if result.get("run_sup_error") is not None:
+            line += f" (at construction: {result['run_sup_error']:.3e})"
     print(line)
     return 0
 
@@ -128,6 +150,9 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run folders")
     rep.add_argument("--out", default="report", help="folder for report.md and the plots (default: report)")
     rep.set_defaults(run=_report)
+    from .theory.cli import add_theory_parser
+
+    add_theory_parser(sub)
     return parser
 
 

@@ -96,3 +96,16 @@ def test_python_dash_m_runs_the_cli(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "test acc" in done.stdout and "backend torch" in done.stdout
     assert done.stderr == ""  # no warnings, no progress bar when not a TTY
+
+
+def test_theory_commands_are_wired_and_eval_reads_theory_tickets(tmp_path, capsys):
+    ticket = tmp_path / "pensia.safetensors"
+    code = main(["theory", "verify", "--construction", "pensia", "--target-widths", "3,4,1", "--draws", "1",
+                 "--samples", "500", "--steps", "10", "--ticket", str(ticket)])
+    assert code == 0, capsys.readouterr().err
+    capsys.readouterr()
+    assert main(["eval", str(ticket)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("pensia construction: kept ") and "weights sha256 ok" in out
+    code = main(["eval", str(ticket), "--sanity", "shuffle"])
+    assert code == 2 and "sanity checks apply to searched tickets" in capsys.readouterr().err

@@ -1,0 +1,226 @@
+"""``strongticket theory verify | width | sweep``: the constructive proofs from the command line.
+
+    strongticket theory verify --construction pensia --target-widths 5,10,1 --eps 0.01 --delta 0.1 --draws 20
+                               [--block calibrated|M|M1,M2] [--subset best|smallest --tol T] [--ticket PATH] [--json]
+    strongticket theory width  --construction pensia --target-widths 5,10,1 --eps 0.01 --delta 0.1 [--json]
+    strongticket theory sweep  --target-widths 5,10,1 --eps 0.01 --draws 5 --out runs/theory-sweep
+
+``add_theory_parser(subparsers)`` registers the group; each handler returns an exit code, a bad value raises a
+one-line ValueError naming the field, its allowed range and the value (``cli.main`` prints it and exits 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from .constructions import CONSTRUCTIONS, SUBSET_RULES
+
+__all__ = ["add_theory_parser"]
+
+_NAMES = tuple(sorted(CONSTRUCTIONS))
+
+
+def _int_list(text: str, field: str, low: int = 1, high: int = 1 << 20) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",")]
+    except ValueError:
+        raise ValueError(f"{field} must be comma-separated integers, got {text!r}") from None
+    for i, v in enumerate(values):
+        if not low <= v <= high:
+            raise ValueError(f"{field}[{i}] must be an integer in [{low}, {high}], got {v}")
+    return values
+
+
+def _unit(value: float, field: str) -> float:
+    if not (0 < value < 1):  # also rejects NaN
+        raise ValueError(f"{field} must be in (0, 1), got {value}")
+    return value
+
+
+def _int_in(value: int, field: str, low: int, high: int) -> int:
+    if not low <= value <= high:
+        raise ValueError(f"{field} must be an integer in [{low}, {high}], got {value}")
+    return value
+
+
+def _block(text: str, name: str, dims: list[int], eps: float, delta: float) -> list[int]:
+    from .widths import calibrated_block
+
+    if text == "calibrated":
+        return calibrated_block(name, dims, eps, delta)
+    block = _int_list(text, "block", 1 if name == "burkholz" else 2, 1 << 24)
+    if len(block) not in (1, len(dims) - 1):
+        raise ValueError(f"block must be 'calibrated', one integer or {len(dims) - 1} (one per target layer), "
+                         f"got {text!r}")
+    return block * (len(dims) - 1) if len(block) == 1 else block
+
+
+def _verify(ns: argparse.Namespace) -> int:
+    from .constructions import construct
+    from .targets import random_target
+    from .verify import _summarise, verify_construction
+
+    dims = _int_list(ns.target_widths, "target_widths")
+    if len(dims) < 2:
+        raise ValueError(f"target_widths must list at least 2 widths (input, ..., output), got {ns.target_widths!r}")
+    eps, delta = _unit(ns.eps, "eps"), _unit(ns.delta, "delta")
+    draws = _int_in(ns.draws, "draws", 1, 100000)
+    _int_in(ns.seed, "seed", 0, 2**32 - 1 - draws)
+    _int_in(ns.target_seed, "target_seed", 0, 2**32 - 1 - draws)
+    block = _block(ns.block, ns.construction, dims, eps, delta)
+    kwargs: dict[str, Any] = {}
+    if ns.construction == "burkholz":
+        block = block[0]
+    if ns.subset != "best":
+        if ns.construction == "malach":
+            raise ValueError(f"subset must be 'best' for malach (one neuron per sign), got {ns.subset!r}")
+        kwargs = {"subset": ns.subset, "tol": ns.tol}
+    rows = []
+    for r in range(draws):
+        target = random_target(dims, ns.target_seed + r)
+        c = construct(ns.construction, target, ns.seed + r, block, **kwargs)
+        res = verify_construction(c, eps, samples=ns.samples, steps=ns.steps, seed=r)
+        rows.append(res)
+        if ns.ticket and r == 0:
+            from .ticket import save_theory_ticket
+
+            save_theory_ticket(ns.ticket, c, summary=res, target_source={"source": "random", "seed": ns.target_seed})
+        if not ns.json:
+            print(f"draw {r:3d}  seed {c.seed}  sup-error {res['empirical']:.3e}  certified {res['certified']:.3e}  "
+                  f"identity {res['identity_max_diff']:.1e}  kept {res['kept']:,}/{res['random_params']:,}  "
+                  f"{'ok' if res['success'] else 'FAIL'}  {res['construct_seconds'] + res['verify_seconds']:.2f} s")
+    summary = _summarise(rows, eps, delta)
+    summary.update({"construction": ns.construction, "target_widths": dims, "block": block,
+                    "random_widths": rows[0]["widths"]})
+    if ns.json:
+        print(json.dumps(summary, sort_keys=True, default=float))
+        return 0
+    lo, hi = summary["success_ci95"]
+    print(f"{ns.construction} target {dims} block {block} -> random net {rows[0]['widths']} "
+          f"({rows[0]['random_params']:,} params, depth {rows[0]['depth']})")
+    print(f"success (sup-error <= {eps:g}) {summary['successes']}/{draws} = {summary['success_rate']:.2f} "
+          f"[95% CI {lo:.2f}, {hi:.2f}]  vs 1 - delta = {1 - delta:.2f}: "
+          f"{'meets' if summary['meets_one_minus_delta'] else 'BELOW'}")
+    print(f"certified <= {eps:g} on {summary['certified_successes']}/{draws}; certified >= empirical on every draw: "
+          f"{summary['certified_ge_empirical_all']}; identity max diff {summary['identity_max_diff']:.1e}")
+    print(f"sup-error median {summary['empirical_median']:.3e} max {summary['empirical_max']:.3e}; "
+          f"certified median {summary['certified_median']:.3e} max {summary['certified_max']:.3e}")
+    if ns.ticket:
+        print(f"ticket (draw 0): {ns.ticket}")
+    return 0 if summary["certified_ge_empirical_all"] and summary["identity_max_diff"] <= 1e-10 else 1
+
+
+def _width(ns: argparse.Namespace) -> int:
+    from .widths import width_report
+
+    dims = _int_list(ns.target_widths, "target_widths")
+    if len(dims) < 2:
+        raise ValueError(f"target_widths must list at least 2 widths (input, ..., output), got {ns.target_widths!r}")
+    eps, delta = _unit(ns.eps, "eps"), _unit(ns.delta, "delta")
+    names = _NAMES if ns.construction == "all" else (ns.construction,)
+    reports = [width_report(name, dims, eps, delta) for name in names]
+    if ns.json:
+        print(json.dumps(reports if len(reports) > 1 else reports[0], sort_keys=True))
+        return 0
+    for rep in reports:
+        paper = rep["paper"]
+        print(f"{rep['construction']}: target {dims}, eps {eps:g}, delta {delta:g}, "
+              f"eps per weight {', '.join(f'{e:.2e}' for e in rep['eps_per_weight'])}")
+        print(f"  paper: {paper['formula']}   [{paper['hidden_constant']}]")
+        for key in ("width_per_unit_constant", "params_per_unit_constant", "n_per_unit_constant",
+                    "hidden_widths_per_unit_constant", "rho_per_unit_constant", "rigorous_block", "rigorous_params"):
+            if key in paper:
+                value = paper[key]
+                shown = ", ".join(_fmt(v) for v in value) if isinstance(value, list) else _fmt(value)
+                print(f"    {key.replace('_', ' ')}: {shown}")
+        print(f"  calibrated block {rep['calibrated_block']} -> widths {rep['calibrated_widths']}, "
+              f"depth {rep['depth']}, "
+              f"{rep['calibrated_params']:,} params ({rep['calibrated_params'] / rep['target_params']:.0f}x target)")
+    return 0
+
+
+def _fmt(v: float) -> str:
+    return f"{v:,}" if isinstance(v, int) else (f"{v:.3g}" if abs(v) < 1e6 else f"{v:.3e}")
+
+
+def _sweep(ns: argparse.Namespace) -> int:
+    from .sweep import DEFAULT_BLOCKS, plot_sweep, run_sweep, summary_table, write_csv
+
+    dims = _int_list(ns.target_widths, "target_widths")
+    if len(dims) < 2:
+        raise ValueError(f"target_widths must list at least 2 widths (input, ..., output), got {ns.target_widths!r}")
+    eps = _unit(ns.eps, "eps")
+    draws = _int_in(ns.draws, "draws", 1, 10000)
+    names = ns.constructions.split(",")
+    for name in names:
+        if name not in DEFAULT_BLOCKS:
+            raise ValueError(f"constructions must be a comma-separated subset of {list(DEFAULT_BLOCKS)}, got {name!r}")
+    out = Path(ns.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    def progress(row: dict[str, Any]) -> None:
+        print(f"{row['construction']:9s} block {row['block']:5d} draw {row['draw']}  params {row['random_params']:>9,}"
+              f"  sup-error {row['empirical']:.3e}", flush=True)
+
+    rows = run_sweep(dims, eps, draws, {n: DEFAULT_BLOCKS[n] for n in names}, samples=ns.samples, steps=ns.steps,
+                     progress=None if ns.quiet else progress)
+    write_csv(out / "sweep.csv", rows)
+    table = summary_table(rows)
+    (out / "sweep.md").write_text(table + "\n")
+    print(table)
+    print(f"csv: {out / 'sweep.csv'}  table: {out / 'sweep.md'}")
+    try:
+        print(f"plot: {plot_sweep(rows, out / 'sweep.png', eps)}")
+    except ValueError as e:
+        print(f"plot skipped: {e}")
+    return 0
+
+
+def _common(p: argparse.ArgumentParser, eps: float = 0.01) -> None:
+    p.add_argument("--target-widths", default="5,10,1", help="target widths d0,...,dl (default: 5,10,1)")
+    p.add_argument("--eps", type=float, default=eps, help=f"sup-error tolerance on the unit ball (default: {eps})")
+
+
+def add_theory_parser(subparsers: Any) -> None:
+    """Register ``theory`` with ``verify``, ``width`` and ``sweep`` on an argparse subparsers object."""
+    theory = subparsers.add_parser("theory", help="build and verify the constructive strong-LTH proofs",
+                                   description="Constructions of Malach et al. 2020, Pensia et al. 2020, Burkholz "
+                                               "2022 as strongticket tickets, checked against their bounds.")
+    sub = theory.add_subparsers(dest="theory_command", required=True, metavar="THEORY_COMMAND")
+
+    ver = sub.add_parser("verify", help="construct on random targets and verify (identity, bound, sup-error)")
+    ver.add_argument("--construction", choices=_NAMES, default="pensia")
+    _common(ver)
+    ver.add_argument("--delta", type=float, default=0.1, help="allowed failure probability (default: 0.1)")
+    ver.add_argument("--block", default="calibrated",
+                     help="neurons per input coordinate (k, m = 2n) or rho; 'calibrated' (default) or ints")
+    ver.add_argument("--draws", type=int, default=20, help="independent (target, net) draws (default: 20)")
+    ver.add_argument("--seed", type=int, default=0, help="net seed of draw 0; draw r uses seed + r (default: 0)")
+    ver.add_argument("--target-seed", type=int, default=1000, help="target seed of draw 0 (default: 1000)")
+    ver.add_argument("--subset", choices=SUBSET_RULES, default="best", help="exact best subset or smallest within tol")
+    ver.add_argument("--tol", type=float, default=None, help="per-weight tolerance for --subset smallest")
+    ver.add_argument("--samples", type=int, default=20000, help="sphere samples for the sup-error (default: 20000)")
+    ver.add_argument("--steps", type=int, default=150, help="projected gradient ascent steps (default: 150)")
+    ver.add_argument("--ticket", default=None, help="save draw 0 as a ticket at this path")
+    ver.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    ver.set_defaults(run=_verify)
+
+    wid = sub.add_parser("width", help="paper width formulas and calibrated block sizes")
+    wid.add_argument("--construction", choices=(*_NAMES, "all"), default="all")
+    _common(wid)
+    wid.add_argument("--delta", type=float, default=0.1, help="allowed failure probability (default: 0.1)")
+    wid.add_argument("--json", action="store_true", help="print the report as JSON")
+    wid.set_defaults(run=_width)
+
+    swp = sub.add_parser("sweep", help="error vs random-net parameters, constructions side by side (CSV, PNG)")
+    _common(swp)
+    swp.add_argument("--draws", type=int, default=5, help="draws per block size (default: 5)")
+    swp.add_argument("--constructions", default="malach,pensia,burkholz", help="comma-separated (default: all)")
+    swp.add_argument("--samples", type=int, default=5000, help="sphere samples per run (default: 5000)")
+    swp.add_argument("--steps", type=int, default=60, help="ascent steps per run (default: 60)")
+    swp.add_argument("--out", default="runs/theory-sweep", help="output folder (default: runs/theory-sweep)")
+    swp.add_argument("--quiet", action="store_true", help="no per-run lines")
+    swp.set_defaults(run=_sweep)

@@ -1,0 +1,126 @@
+"""Constructions as ordinary strongticket tickets: save, rebuild (weights regenerated, SHA-256 checked), evaluate.
+
+config = {"kind": "theory", "construction", "widths" (random-net widths), "seed", "init": "uniform", "block",
+"subset", "target": {"widths", "source", "seed" (random targets), "sha256"}}; the target's float64 weights
+travel in the summary as nested lists when it has at most ``MAX_STORED_TARGET`` weights (random targets can
+always be rebuilt from their seed). ``evaluate_theory_ticket`` measures sup_{‖x‖=1} ‖f(x) − g_S(x)‖₂ of the
+rebuilt pruned net against the target (sphere samples + projected gradient ascent, float64).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch import nn
+
+from ..ticket import Ticket, TicketError, read_ticket
+from .constructions import Construction, build_model
+from .targets import Target, random_target, target_sha256
+
+__all__ = ["MAX_STORED_TARGET", "ticket_config", "save_theory_ticket", "load_theory_ticket", "evaluate_theory_ticket"]
+
+MAX_STORED_TARGET = 100_000
+
+
+def ticket_config(construction: Construction, target_source: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The ticket config of a construction; ``target_source`` e.g. {"source": "random", "seed": 1000}."""
+    dims = [construction.target[0].shape[1]] + [w.shape[0] for w in construction.target]
+    target = {"widths": dims, "sha256": target_sha256(construction.target), "source": "given"}
+    target.update(target_source or {})
+    return {
+        "kind": "theory",
+        "construction": construction.name,
+        "widths": construction.widths,
+        "seed": construction.seed,
+        "init": "uniform",
+        "bias": False,
+        "block": construction.block,
+        "subset": construction.subset,
+        "target": target,
+    }
+
+
+def save_theory_ticket(path: str | Path, construction: Construction, summary: dict[str, Any] | None = None,
+                       target_source: dict[str, Any] | None = None, model: nn.Module | None = None) -> Path:
+    """Write the construction as a ticket (the model is built unless given)."""
+    from ..ticket import save_ticket
+
+    model = build_model(construction) if model is None else model
+    summary = dict(summary or {})
+    summary.update({"kept_weights": construction.kept, "random_params": construction.random_params,
+                    "target_params": construction.target_params})
+    if construction.target_params <= MAX_STORED_TARGET:
+        summary["target_weights"] = [w.tolist() for w in construction.target]
+    return save_ticket(path, model, ticket_config(construction, target_source), summary)
+
+
+def _model_from_config(config: dict[str, Any], path: Path) -> nn.Sequential:
+    from ..nn import MaskedLinear
+
+    try:
+        widths, seed = [int(w) for w in config["widths"]], int(config["seed"])
+    except (KeyError, TypeError, ValueError):
+        raise TicketError(f"{path}: corrupted ticket (theory config lacks widths/seed)") from None
+    if config.get("init") != "uniform" or len(widths) < 2:
+        raise TicketError(f"{path}: corrupted ticket (theory tickets use init 'uniform' and >= 2 widths)")
+    layers: list[nn.Module] = []
+    for k in range(len(widths) - 1):
+        layers.append(MaskedLinear(widths[k], widths[k + 1], bias=False, density=1.0, init="uniform", seed=seed,
+                                   layer=k))
+        if k < len(widths) - 2:
+            layers.append(nn.ReLU())
+    return nn.Sequential(*layers)
+
+
+def _stored_target(ticket: Ticket) -> Target | None:
+    spec = ticket.config.get("target") or {}
+    target = None
+    if "target_weights" in ticket.summary:
+        target = [np.asarray(w, dtype=np.float64) for w in ticket.summary["target_weights"]]
+    elif spec.get("source") == "random" and "seed" in spec:
+        target = random_target(spec["widths"], int(spec["seed"]), float(spec.get("spectral_norm", 1.0)))
+    if target is not None and spec.get("sha256") and target_sha256(target) != spec["sha256"]:
+        raise TicketError(f"{ticket.path}: the stored target does not match its SHA-256")
+    return target
+
+
+def load_theory_ticket(path: str | Path) -> tuple[nn.Sequential, Ticket, Target | None]:
+    """(pruned random net with masks fixed, ticket, target or None); weights checked against the ticket's hash."""
+    ticket = read_ticket(path)
+    if ticket.config.get("kind") != "theory":
+        raise TicketError(f"{path}: not a theory ticket (config kind {ticket.config.get('kind')!r})")
+    model = _model_from_config(ticket.config, Path(path))
+    ticket.apply(model)
+    return model, ticket, _stored_target(ticket)
+
+
+def evaluate_theory_ticket(path: str | Path, samples: int = 20000, steps: int = 150) -> dict[str, Any]:
+    """Rebuild and measure: sup-error against the stored target (if any), kept weights, density."""
+    from ..nn import masked_layers
+    from .verify import empirical_sup_error, pruned_forward, target_function
+
+    model, ticket, target = load_theory_ticket(path)
+    layers = masked_layers(model)
+    kept = sum(int(layer.mask.sum()) for layer in layers)
+    total = sum(layer.weight.numel() for layer in layers)
+    result: dict[str, Any] = {
+        "ticket": str(path),
+        "kind": "theory",
+        "construction": ticket.config.get("construction"),
+        "widths": ticket.config.get("widths"),
+        "seed": ticket.config.get("seed"),
+        "kept_weights": kept,
+        "total_weights": total,
+        "density": kept / total,
+        "weights_sha256": ticket.weights_sha256,
+        "run_sup_error": ticket.summary.get("empirical"),
+        "certified": ticket.summary.get("certified"),
+        "sup_error": None,
+    }
+    if target is not None:
+        emp = empirical_sup_error(target_function(target), pruned_forward(model), target[0].shape[1],
+                                  samples=samples, steps=steps)
+        result["sup_error"] = emp["sup"]
+    return result

@@ -1,0 +1,136 @@
+"""Width calculators: the papers' formulas (hidden constants shown as such) and our calibrated block sizes.
+
+Per-weight tolerance of the depth-2l constructions (Pensia et al. 2020, Thm 1): ε_w,i = ε / (2·l·d_{i−1}·d_i).
+* Malach et al. 2020 (ICML): width O(d⁵l²/ε² · log(dl/δ)), params O(d⁶l³/ε² · log(dl/δ)), d = max width; and the
+  rigorous block of our selection rule: k = ⌈(4/η²)·ln(2N/δ)⌉, η = ε_w/2, ε_w = ε/(2l·max d_{i−1}d_i).
+* Pensia et al. 2020 (NeurIPS): n_i = C·ln(4·l·d_{i−1}·d_i / min(ε, δ)) per sign, hidden width 2·d_{i−1}·n_i,
+  params Σ_i 2·d_{i−1}·n_i·(d_{i−1} + d_i); C (from Lueker's subset-sum lemma) is not known numerically.
+* Burkholz 2022 (NeurIPS): ρ = C·ln(d_{i−1}·d_i·l / min(ε, δ)), widths [d_0, 2ρ·d_0, ρ·d_1, …, ρ·d_{l−1}, d_l].
+Calibrated (Monte Carlo, reference §3.3/§9; block = neurons per input coordinate):
+  Pensia p_i = ⌈10 + 2·log10(1/ε_w,i)⌉ + ⌈ln(0.01/q)/ln(1/0.55)⌉ per sign, q = δ/(2·Σ d_{i−1}d_i), m_i = 2·p_i;
+  Malach k_i = ⌈ln(1/q)/(0.66·ε_w,i)⌉ (the 1/k tail of the nearest of k products, fitted to §2's table);
+  Burkholz ρ = max(Pensia p_1, ⌈8 + 3·log10(1/ε_w)⌉ + ⌈ln(0.01/q)/ln(1/0.52)⌉) — a heuristic, not verified to δ.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from .targets import check_dims
+
+__all__ = ["eps_per_weight", "paper_widths", "calibrated_block", "width_report", "random_net_widths"]
+
+
+def _check(dims: Sequence[int], eps: float, delta: float) -> list[int]:
+    for name, v in (("eps", eps), ("delta", delta)):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < 1:
+            raise ValueError(f"{name} must be in (0, 1), got {v!r}")
+    return check_dims(dims)
+
+
+def eps_per_weight(dims: Sequence[int], eps: float) -> list[float]:
+    """ε_w,i = ε / (2·l·d_{i−1}·d_i) per target layer."""
+    dims = check_dims(dims)
+    n_layers = len(dims) - 1
+    return [eps / (2 * n_layers * dims[i] * dims[i + 1]) for i in range(n_layers)]
+
+
+def _extra(q: float, decay: float) -> int:
+    """Variables to add to a 1%-failure block to reach failure q (failure ×decay per extra variable)."""
+    return max(0, math.ceil(math.log(0.01 / q) / math.log(1 / decay)))
+
+
+def calibrated_block(name: str, dims: Sequence[int], eps: float, delta: float) -> list[int]:
+    """Calibrated block per target layer: m (pensia), k (malach), or [ρ]·l (burkholz)."""
+    dims = _check(dims, eps, delta)
+    weights = sum(dims[i] * dims[i + 1] for i in range(len(dims) - 1))
+    q = delta / (2 * weights)
+    eps_w = eps_per_weight(dims, eps)
+    pensia_p = [math.ceil(10 + 2 * math.log10(1 / e)) + _extra(q, 0.55) for e in eps_w]
+    if name == "pensia":
+        return [2 * p for p in pensia_p]
+    if name == "malach":
+        return [math.ceil(math.log(1 / q) / (0.66 * e)) for e in eps_w]
+    if name == "burkholz":
+        u_type = math.ceil(8 + 3 * math.log10(1 / min(eps_w))) + _extra(q, 0.52)
+        return [max(pensia_p[0], u_type)] * (len(dims) - 1)
+    raise ValueError(f"construction must be one of ['burkholz', 'malach', 'pensia'], got {name!r}")
+
+
+def random_net_widths(name: str, dims: Sequence[int], block: Sequence[int]) -> list[int]:
+    """Layer widths of the random net for a block per target layer (as the constructions build it)."""
+    dims = check_dims(dims)
+    if name == "burkholz":
+        rho = block[0]
+        return [dims[0], 2 * rho * dims[0]] + [rho * d for d in dims[1:-1]] + [dims[-1]]
+    widths = [dims[0]]
+    for i in range(len(dims) - 1):
+        widths += [dims[i] * block[i], dims[i + 1]]
+    return widths
+
+
+def _params(widths: Sequence[float]) -> float:
+    return sum(widths[k] * widths[k + 1] for k in range(len(widths) - 1))
+
+
+def paper_widths(name: str, dims: Sequence[int], eps: float, delta: float) -> dict[str, Any]:
+    """The paper's width formula; O(·)/C constants are left symbolic (values are per unit constant)."""
+    dims = _check(dims, eps, delta)
+    n_layers = len(dims) - 1
+    if name == "malach":
+        d = max(dims)
+        log_term = math.log(d * n_layers / delta)
+        eps_w = eps / (2 * n_layers * max(dims[i] * dims[i + 1] for i in range(n_layers)))
+        eta = eps_w / 2
+        n_weights = sum(dims[i] * dims[i + 1] for i in range(n_layers))
+        k = math.ceil((4 / eta**2) * math.log(2 * n_weights / delta))
+        rigorous = random_net_widths("malach", dims, [k] * n_layers)
+        return {
+            "formula": "width = O(d^5 l^2 / eps^2 * log(d l / delta)), params = O(d^6 l^3 / eps^2 * log(d l / delta))",
+            "hidden_constant": "O(.) constant (not given)",
+            "width_per_unit_constant": d**5 * n_layers**2 / eps**2 * log_term,
+            "params_per_unit_constant": d**6 * n_layers**3 / eps**2 * log_term,
+            "rigorous_block": k,
+            "rigorous_block_formula": "k = ceil((4/eta^2) ln(2N/delta)), eta = eps_w/2 (derived, no hidden constant)",
+            "rigorous_params": _params(rigorous),
+        }
+    if name == "pensia":
+        n = [math.log(4 * n_layers * dims[i] * dims[i + 1] / min(eps, delta)) for i in range(n_layers)]
+        return {
+            "formula": "n_i = C ln(4 l d_{i-1} d_i / min(eps, delta)); hidden width 2 d_{i-1} n_i",
+            "hidden_constant": "C (Lueker's constant, not given numerically)",
+            "n_per_unit_constant": n,
+            "hidden_widths_per_unit_constant": [2 * dims[i] * n[i] for i in range(n_layers)],
+            "params_per_unit_constant": sum(2 * dims[i] * n[i] * (dims[i] + dims[i + 1]) for i in range(n_layers)),
+        }
+    if name == "burkholz":
+        rho = max(math.log(dims[i] * dims[i + 1] * n_layers / min(eps, delta)) for i in range(n_layers))
+        return {
+            "formula": "rho = C ln(d_{i-1} d_i l / min(eps, delta)); widths [d0, 2 rho d0, rho d1, ..., d_l]",
+            "hidden_constant": "C (not given numerically)",
+            "rho_per_unit_constant": rho,
+            "params_approx": "2 rho d0^2 + 2 rho^2 d0 d1 + rho^2 sum d_i d_{i+1} + rho d_{l-1} d_l (~rho^2 x target)",
+        }
+    raise ValueError(f"construction must be one of ['burkholz', 'malach', 'pensia'], got {name!r}")
+
+
+def width_report(name: str, dims: Sequence[int], eps: float, delta: float) -> dict[str, Any]:
+    """Paper formula and calibrated block with the random-net widths and parameters it gives."""
+    dims = _check(dims, eps, delta)
+    block = calibrated_block(name, dims, eps, delta)
+    widths = random_net_widths(name, dims, block)
+    return {
+        "construction": name,
+        "target_widths": dims,
+        "eps": eps,
+        "delta": delta,
+        "eps_per_weight": eps_per_weight(dims, eps),
+        "paper": paper_widths(name, dims, eps, delta),
+        "calibrated_block": block,
+        "calibrated_widths": widths,
+        "calibrated_params": _params(widths),
+        "target_params": _params(dims),
+        "depth": len(widths) - 1,
+    }

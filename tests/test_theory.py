@@ -1,0 +1,307 @@
+"""strongticket.theory: subset sums, constructions, identity, bounds, sup-error, widths, tickets, CLI."""
+
+import argparse
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from strongticket.random import init_weight
+from strongticket.theory.cli import add_theory_parser
+from strongticket.theory.constructions import build_model, construct, pensia, uniform_elements
+from strongticket.theory.subset_sum import best_subsets, brute_force_subsets, coverage_error, smallest_subset
+from strongticket.theory.sweep import plot_sweep, read_csv, run_sweep, summary_table, write_csv
+from strongticket.theory.targets import random_target, target_from_sequential, target_sha256
+from strongticket.theory.ticket import evaluate_theory_ticket, load_theory_ticket, save_theory_ticket
+from strongticket.theory.verify import (
+    certified_bound,
+    clopper_pearson,
+    empirical_sup_error,
+    identity_check,
+    pruned_forward,
+    success_rate,
+    target_function,
+    universality,
+)
+from strongticket.theory.widths import calibrated_block, paper_widths, width_report
+from strongticket.ticket import TicketError
+
+# ----------------------------------------------------------------------------------------------------------
+# Random elements and subset sums
+# ----------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape", [(7, 13), (3, 4), (1, 1), (5, 9)])
+def test_uniform_elements_equal_init_weight(shape):
+    full = init_weight(shape, "uniform", 3, 2).numpy().astype(np.float64)
+    rows, cols = np.meshgrid(np.arange(shape[0]), np.arange(shape[1]), indexing="ij")
+    assert np.array_equal(uniform_elements(3, 2, shape, rows, cols), full)
+
+
+@pytest.mark.parametrize("n", list(range(0, 15)))
+def test_meet_in_the_middle_equals_brute_force(n):
+    rng = np.random.default_rng(n)
+    values = rng.uniform(-1, 1, (300, n)) * rng.uniform(-1, 1, (300, n))
+    targets = rng.uniform(-1, 1, 300)
+    chosen, sums = best_subsets(values, targets)
+    _, brute_sums = brute_force_subsets(values, targets)
+    assert np.allclose(np.abs(sums - targets), np.abs(brute_sums - targets), rtol=0, atol=1e-13)
+    assert np.allclose(np.where(chosen, values, 0).sum(1), sums, rtol=0, atol=0)
+
+
+def test_smallest_subset_is_minimal_and_within_tol():
+    rng = np.random.default_rng(1)
+    for _ in range(20):
+        values, target, tol = rng.uniform(-1, 1, 10), rng.uniform(-0.5, 0.5), 1e-2
+        chosen = smallest_subset(values, target, tol)
+        bits = ((np.arange(2**10)[:, None] >> np.arange(10)) & 1).astype(bool)
+        ok = np.abs(bits @ values - target) <= tol
+        if not ok.any():
+            assert chosen is None
+            continue
+        assert abs(values[chosen].sum() - target) <= tol
+        assert chosen.sum() == bits[ok].sum(1).min()
+
+
+def test_coverage_error_of_a_dyadic_block():
+    assert coverage_error(np.array([0.5, 0.25]), 0.0, 0.75) == pytest.approx(0.125)
+    assert coverage_error(np.array([0.5, 0.25]), -1.0, 1.0) == pytest.approx(1.0)
+
+
+def test_bad_subset_inputs_name_the_field():
+    with pytest.raises(ValueError, match=r"targets must have shape \(2,\)"):
+        best_subsets(np.zeros((2, 3)), np.zeros(3))
+    with pytest.raises(ValueError, match=r"candidates per pair must be in \[0, 40\], got 41"):
+        best_subsets(np.zeros((1, 41)), np.zeros(1))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Targets
+# ----------------------------------------------------------------------------------------------------------
+
+
+def test_random_target_has_unit_spectral_norm_and_is_reproducible():
+    t1, t2 = random_target([5, 8, 8, 1], 7), random_target([5, 8, 8, 1], 7)
+    assert [w.shape for w in t1] == [(8, 5), (8, 8), (1, 8)]
+    assert all(np.linalg.norm(w, 2) == pytest.approx(1.0, abs=1e-12) for w in t1)
+    assert target_sha256(t1) == target_sha256(t2) != target_sha256(random_target([5, 8, 8, 1], 8))
+
+
+def test_sequential_target_rejects_norm_above_one_unless_scaled():
+    model = nn.Sequential(nn.Linear(3, 4, bias=False), nn.ReLU(), nn.Linear(4, 1, bias=False))
+    with torch.no_grad():
+        model[0].weight.fill_(1.0)
+        model[2].weight.fill_(0.1)
+    with pytest.raises(ValueError, match="spectral norm of layer 1 must be in \\[0, 1\\]"):
+        target_from_sequential(model)
+    scaled = target_from_sequential(model, scale=True)
+    assert np.linalg.norm(scaled[0], 2) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="bias-free"):
+        target_from_sequential(nn.Sequential(nn.Linear(3, 1)))
+    with pytest.raises(ValueError, match="alternate Linear and ReLU"):
+        target_from_sequential(nn.Sequential(nn.Linear(3, 3, bias=False), nn.Tanh(), nn.Linear(3, 1, bias=False)))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Constructions: identity, bounds, error scaling
+# ----------------------------------------------------------------------------------------------------------
+
+CASES = [("malach", 200, {}, [5, 10, 1]), ("malach", 200, {}, [5, 8, 8, 1]), ("pensia", 32, {}, [5, 10, 1]),
+         ("pensia", 32, {}, [5, 8, 8, 1]), ("pensia", 16, {"subset": "smallest", "tol": 1e-2}, [4, 6, 1]),
+         ("burkholz", 12, {}, [5, 10, 1]), ("burkholz", 12, {}, [5, 8, 8, 1])]
+
+
+@pytest.mark.parametrize("name, block, kwargs, dims", CASES)
+def test_pruned_random_net_equals_effective_net_and_bound_holds(name, block, kwargs, dims):
+    c = construct(name, random_target(dims, 1000), 3, block, **kwargs)
+    model = build_model(c)
+    assert [m.layer_index for m in model if hasattr(m, "layer_index")] == list(range(c.depth))
+    assert c.depth == (2 * (len(dims) - 1) if name != "burkholz" else len(dims))
+    assert identity_check(c, model, samples=2000) <= 1e-10
+    emp = empirical_sup_error(target_function(c.target), pruned_forward(model), dims[0], samples=2000, steps=40)
+    assert certified_bound(c) >= emp["sup"] >= emp["sampled"]
+
+
+def test_construction_is_reproducible_bit_for_bit():
+    target = random_target([5, 10, 1], 1)
+    a, b = pensia(target, 5, 24), pensia(target, 5, 24)
+    assert all(np.array_equal(x, y) for x, y in zip(a.masks, b.masks))
+    assert not all(np.array_equal(x, y) for x, y in zip(a.masks, pensia(target, 6, 24).masks))
+
+
+def test_malach_weight_error_falls_like_one_over_k():
+    target = [np.array([[0.3]])]
+    med = {k: np.median([construct("malach", target, s, k).weight_errors[0] for s in range(200)])
+           for k in (100, 1000)}
+    assert 5 <= med[100] / med[1000] <= 20
+
+
+def test_pensia_error_falls_geometrically_in_the_block():
+    target = random_target([5, 10, 1], 1000)
+    med = {m: np.median(np.concatenate([pensia(target, s, m).weight_errors[0] for s in range(3)])) for m in (16, 32)}
+    assert med[16] / med[32] > 30
+
+
+def test_blocks_after_the_first_use_only_positive_neurons():
+    c = pensia(random_target([4, 6, 2], 0), 0, 20)
+    a = init_weight((6 * 20, 6), "uniform", 0, 2).numpy()
+    kept_rows = np.flatnonzero(c.masks[2].any(axis=1))
+    assert kept_rows.size and np.all(a[kept_rows, kept_rows // 20] > 0)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Sup-error estimator, statistics, acceptance
+# ----------------------------------------------------------------------------------------------------------
+
+
+def test_sup_error_estimator_matches_ground_truth_in_one_and_two_dims():
+    f = target_function(random_target([1, 6, 2], 3))
+    g = target_function(random_target([1, 6, 2], 4))
+    x = torch.tensor([[1.0], [-1.0]], dtype=torch.float64)
+    exact1 = float((f(x) - g(x)).norm(dim=1).max())
+    assert empirical_sup_error(f, g, 1, samples=50, steps=5)["sup"] == pytest.approx(exact1, rel=1e-12)
+    f = target_function(random_target([2, 6, 2], 3))
+    g = target_function(random_target([2, 6, 2], 4))
+    angle = torch.linspace(0, 2 * np.pi, 400001, dtype=torch.float64)
+    grid = torch.stack([angle.cos(), angle.sin()], dim=1)
+    exact2 = float((f(grid) - g(grid)).norm(dim=1).max())
+    est = empirical_sup_error(f, g, 2, samples=500, steps=100)["sup"]
+    assert est == pytest.approx(exact2, rel=1e-4)
+
+
+def test_clopper_pearson_known_values():
+    assert clopper_pearson(0, 200)[1] == pytest.approx(0.01828, abs=1e-4)
+    assert clopper_pearson(20, 20) == (pytest.approx(0.8316, abs=1e-4), 1.0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dims", [[5, 10, 1], [5, 8, 8, 1]])
+def test_acceptance_pensia_calibrated_width_succeeds_in_90_percent_of_20_draws(dims):
+    block = calibrated_block("pensia", dims, 0.01, 0.1)
+    res = success_rate("pensia", dims, 0.01, 0.1, 20, block, samples=2000, steps=30)
+    assert res["successes"] >= 18
+    assert res["certified_ge_empirical_all"]
+    assert res["identity_max_diff"] <= 1e-10
+
+
+def test_universality_one_net_many_targets():
+    res = universality("pensia", [3, 4, 1], 0.01, 5, 40, samples=1000, steps=20)
+    assert res["all_succeed"]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Widths
+# ----------------------------------------------------------------------------------------------------------
+
+
+def test_calibrated_pensia_block_matches_the_worked_example():
+    # reference §3.3: [5,10,1], eps 0.01, delta 0.1 -> 19 per sign for 1% + 5 = 24, m = 48 (first layer)
+    assert calibrated_block("pensia", [5, 10, 1], 0.01, 0.1)[0] == 48
+
+
+def test_paper_widths_keep_the_constant_symbolic():
+    p = paper_widths("pensia", [5, 10, 1], 0.01, 0.1)
+    assert p["n_per_unit_constant"][0] == pytest.approx(np.log(4 * 2 * 50 / 0.01))
+    assert "C" in p["hidden_constant"]
+    m = paper_widths("malach", [5, 10, 1], 0.1, 0.1)
+    assert m["rigorous_block"] == pytest.approx(4.54e8, rel=0.01)
+    rep = width_report("burkholz", [5, 10, 1], 0.01, 0.1)
+    assert rep["depth"] == 3
+    with pytest.raises(ValueError, match="eps must be in \\(0, 1\\), got 2"):
+        width_report("pensia", [5, 10, 1], 2, 0.1)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Tickets
+# ----------------------------------------------------------------------------------------------------------
+
+
+def test_theory_ticket_round_trip_and_eval(tmp_path):
+    c = pensia(random_target([4, 6, 1], 1000), 2, 24)
+    path = save_theory_ticket(tmp_path / "t.safetensors", c, summary={"empirical": 0.0},
+                              target_source={"source": "random", "seed": 1000})
+    model, ticket, target = load_theory_ticket(path)
+    assert ticket.config["kind"] == "theory" and ticket.config["widths"] == c.widths
+    assert target_sha256(target) == target_sha256(c.target)
+    assert all(np.array_equal(m.mask.numpy(), k) for m, k in zip([mod for mod in model if hasattr(mod, "mask")],
+                                                                   c.masks))
+    res = evaluate_theory_ticket(path, samples=2000, steps=30)
+    emp = empirical_sup_error(target_function(c.target), target_function([w for w in c.target]), 4, samples=10)
+    assert emp["sup"] == 0.0
+    assert res["kept_weights"] == c.kept and 0 < res["sup_error"] <= certified_bound(c)
+
+
+def test_theory_ticket_with_other_seed_fails_the_hash(tmp_path):
+    import json as _json
+
+    from safetensors.numpy import load, save
+
+    c = pensia(random_target([3, 4, 1], 1000), 2, 16)
+    path = save_theory_ticket(tmp_path / "t.safetensors", c)
+    raw = path.read_bytes()
+    n = int.from_bytes(raw[:8], "little")
+    meta = _json.loads(raw[8:8 + n])["__metadata__"]
+    config = _json.loads(meta["config"])
+    config["seed"] = 3
+    meta["config"] = _json.dumps(config, sort_keys=True)
+    (tmp_path / "bad.safetensors").write_bytes(save(load(raw), metadata=meta))
+    with pytest.raises(TicketError, match="do not match"):
+        load_theory_ticket(tmp_path / "bad.safetensors")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Sweep and CLI
+# ----------------------------------------------------------------------------------------------------------
+
+
+def test_sweep_rows_table_csv_and_plot(tmp_path):
+    rows = run_sweep([3, 4, 1], 0.01, 2, {"malach": (20,), "pensia": (8, 16), "burkholz": (6,)}, samples=500,
+                     steps=10)
+    assert len(rows) == 8 and all(r["identity_max_diff"] <= 1e-10 for r in rows)
+    write_csv(tmp_path / "s.csv", rows)
+    assert read_csv(tmp_path / "s.csv") == rows
+    table = summary_table(rows)
+    assert table.count("\n") == 5 and "| pensia | 16 | 4 |" in table
+    pytest.importorskip("matplotlib")
+    assert plot_sweep(rows, tmp_path / "s.png", 0.01).stat().st_size > 1000
+
+
+def _cli(capsys, *argv):
+    parser = argparse.ArgumentParser(prog="strongticket")
+    add_theory_parser(parser.add_subparsers(dest="command", required=True))
+    ns = parser.parse_args(["theory", *argv])
+    code = ns.run(ns)
+    return code, capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["verify", "--eps", "1.5"], "eps must be in (0, 1), got 1.5"),
+        (["verify", "--delta", "0"], "delta must be in (0, 1), got 0.0"),
+        (["verify", "--target-widths", "5,x"], "target_widths must be comma-separated integers, got '5,x'"),
+        (["verify", "--target-widths", "5,0,1"], "target_widths[1] must be an integer in [1, 1048576], got 0"),
+        (["verify", "--target-widths", "5"], "target_widths must list at least 2 widths"),
+        (["verify", "--draws", "0"], "draws must be an integer in [1, 100000], got 0"),
+        (["verify", "--block", "1"], "block[0] must be an integer in [2, 16777216], got 1"),
+        (["verify", "--subset", "smallest"], "tol must be in (0, 1) for subset='smallest', got None"),
+        (["width", "--eps", "nan"], "eps must be in (0, 1), got nan"),
+        (["sweep", "--constructions", "orseau"], "constructions must be a comma-separated subset of"),
+    ],
+)
+def test_bad_theory_values_raise_one_line_naming_the_field(capsys, argv, message):
+    with pytest.raises(ValueError) as info:
+        _cli(capsys, *argv)
+    assert str(info.value).startswith(message) and "\n" not in str(info.value)
+
+
+def test_cli_verify_width_and_json(capsys, tmp_path):
+    code, out = _cli(capsys, "verify", "--target-widths", "4,6,1", "--draws", "2", "--block", "40",
+                     "--samples", "1000", "--steps", "20", "--ticket", str(tmp_path / "t.safetensors"))
+    assert code == 0 and "success (sup-error <= 0.01) 2/2" in out and (tmp_path / "t.safetensors").exists()
+    code, out = _cli(capsys, "width", "--construction", "pensia", "--json")
+    assert code == 0 and json.loads(out)["calibrated_block"][0] == 48
+    code, out = _cli(capsys, "width")
+    assert code == 0 and "Lueker" in out and "burkholz" in out and "malach" in out
