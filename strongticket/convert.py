@@ -44,9 +44,9 @@ class TopKMask(nn.Module):
         return masks.topk_mask(self.scores.detach(), self.k)
 
     def forward(self, weight: Tensor) -> Tensor:
-        m = self.mask.to(weight.dtype)
         s = self.scores.abs()
-        return weight * (m + s - s.detach())  # value W ⊙ M; gradient through |S| only
+        # value exactly W ⊙ M ((m + s) - s would round); gradient W ⊙ d|S| through the zero term
+        return weight * self.mask.to(weight.dtype) + weight * (s - s.detach())
 
 
 def convert(

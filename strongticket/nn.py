@@ -53,10 +53,20 @@ class GlobalTopK:
     def mask_of(self, layer: MaskedLayer) -> Tensor:
         key = tuple(_scores_key(lay.scores) for lay in self.layers)
         if key != self._key:
-            with torch.no_grad():
-                self._masks = masks.global_topk_masks([lay.scores for lay in self.layers], self.k)
+            self._masks = _select([lay.scores for lay in self.layers], self.k)
             self._key = key
         return self._masks[self.layers.index(layer)]
+
+
+@torch.no_grad()
+def _select(scores: list[Tensor], k: int) -> list[Tensor]:
+    """Masks keeping the top ``k`` |S| over ``scores`` together: the radix-select kernels where the Triton
+    backend runs (no host sync), the reference of ``strongticket.masks`` otherwise — the same masks."""
+    scores = [s.detach() for s in scores]
+    if all(s.dtype == torch.float32 for s in scores) and ops._use_triton(*scores):
+        thresholds = ops.topk_thresholds([s.contiguous() for s in scores], [k], [0] * len(scores))
+        return [ops.threshold_mask(s, t) for s, t in zip(scores, thresholds)]
+    return masks.global_topk_masks(scores, k)
 
 
 def _scores_key(scores: Tensor) -> tuple:
@@ -126,8 +136,7 @@ class MaskedLayer(nn.Module):
             return self._selector.mask_of(self)
         key = _scores_key(self.scores)
         if key != self._key:
-            with torch.no_grad():
-                self._mask = masks.topk_mask(self.scores, self.k)
+            self._mask = _select([self.scores], self.k)[0]
             self._key = key
         return self._mask
 
@@ -138,8 +147,7 @@ class MaskedLayer(nn.Module):
             return self.fixed_bias_mask
         if self.bias_scores is None:
             return None
-        with torch.no_grad():
-            return masks.topk_mask(self.bias_scores, self.bias_k)
+        return _select([self.bias_scores], self.bias_k)[0]
 
     def effective_bias(self) -> Tensor | None:
         """The bias the layer adds: frozen bias, masked (straight-through to ``bias_scores``) when scored."""
@@ -149,7 +157,7 @@ class MaskedLayer(nn.Module):
         if self.bias_scores is None or self.fixed_bias_mask is not None:
             return self.bias * m
         s = self.bias_scores.abs()
-        return self.bias * (m + s - s.detach())
+        return self.bias * m + self.bias * (s - s.detach())  # value exactly b ⊙ m; straight-through gradient
 
     def fix_mask(self, mask: Tensor, bias_mask: Tensor | None = None) -> None:
         """Use ``mask`` (and ``bias_mask``) from now on (e.g. from a ticket); the scores no longer matter."""

@@ -93,9 +93,11 @@ def test_global_scope_and_bias_scores_survive_bake():
     assert sum(int(m.mask.sum()) for m in masked_layers(converted)) == keep_count(0.1, total)
 
 
-def test_other_layers_are_masked_through_parametrize():
+@pytest.mark.parametrize("seed", range(5))
+def test_other_layers_are_masked_through_parametrize(seed):
+    torch.manual_seed(seed)  # the bias of Conv1d and x: the exact-value check once failed only on some draws
     model = nn.Sequential(nn.Conv1d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 5, 2))
-    converted = convert(model, density=0.25, other="parametrize")
+    converted = convert(model, density=0.25, other="parametrize", seed=seed)
     param = converted[0].parametrizations.weight[0]
     assert isinstance(param, TopKMask) and int(param.mask.sum()) == keep_count(0.25, 36)
     x = torch.randn(2, 3, 7)
@@ -107,6 +109,7 @@ def test_other_layers_are_masked_through_parametrize():
     converted[3](F.conv1d(x, w_eff, converted[0].bias).relu().flatten(1)).sum().backward()
     torch.testing.assert_close(param.scores.grad, w_eff.grad * w * torch.sign(param.scores.detach()))
     with torch.no_grad():
+        assert torch.equal(converted[0].weight, w * param.mask)  # W ⊙ M exactly, not (M + |S|) − |S|
         assert torch.equal(bake(converted)(x), converted(x))
         assert torch.equal(to_torch_prune(converted)(x), converted(x))
 

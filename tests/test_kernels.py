@@ -448,3 +448,28 @@ def test_gpu_ops_dispatch_to_triton_and_train_step_matches():
     s64 = s.double().requires_grad_()
     F.linear(x.double(), _straight_through(w.double(), s64, mask), b.double()).backward(dy.double())
     torch.testing.assert_close(sg.grad.double(), s64.grad, rtol=1e-5, atol=1e-4)
+
+
+def test_masked_layers_select_and_train_through_the_kernels_exactly_like_the_reference():
+    """nn.py routes mask selection to the radix-select kernels where Triton runs: same masks, same steps."""
+    from strongticket.backend import interpret_on_cpu
+    from strongticket.models import MLP
+    from strongticket.nn import masked_layers, use_global_topk
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(24, 37, generator=g), torch.randint(0, 5, (24,), generator=g)
+    results = []
+    for through_kernels in (False, True):
+        model = MLP((37,), 5, (29, 18), density=0.3, seed=1)
+        use_global_topk(model, 0.3)
+        opt = torch.optim.SGD([m.scores for m in masked_layers(model)], lr=0.5, momentum=0.9)
+        masks_seen = []
+        with interpret_on_cpu() if through_kernels else contextlib.nullcontext():
+            for _ in range(2):
+                opt.zero_grad()
+                torch.nn.functional.cross_entropy(model(x), y).backward()
+                opt.step()
+                masks_seen.append([m.mask.clone() for m in masked_layers(model)])
+        results.append(masks_seen)
+    for ref_step, kernel_step in zip(*results):
+        assert all(torch.equal(a, b) for a, b in zip(ref_step, kernel_step))

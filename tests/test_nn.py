@@ -108,3 +108,15 @@ def test_wrong_input_shape_is_a_clear_error():
         MaskedLinear(13, 3)(torch.randn(2, 12))
     with pytest.raises(ValueError, match=r"input must be \(batch, 3, height, width\), got shape \(2, 4, 5, 5\)"):
         MaskedConv2d(3, 4, 3)(torch.randn(2, 4, 5, 5))
+
+
+def test_bias_scores_mask_the_bias_exactly_and_get_the_straight_through_gradient():
+    layer = MaskedLinear(6, 40, bias=True, bias_scores=True, density=0.3, seed=9)
+    assert int(layer.bias_mask.sum()) == keep_count(0.3, 40)
+    assert torch.equal(layer.effective_bias(), layer.bias * layer.bias_mask)  # exact, no (m + s) - s rounding
+    x = torch.randn(3, 6)
+    layer(x).sum().backward()
+    expected = torch.full((40,), 3.0) * layer.bias * torch.sign(layer.bias_scores.detach())
+    torch.testing.assert_close(layer.bias_scores.grad, expected)
+    with pytest.raises(ValueError, match="bias_scores=True needs bias=True"):
+        MaskedLinear(6, 4, bias_scores=True)
