@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import importlib
 import os
+from pathlib import Path
 from types import ModuleType
 
 import torch
@@ -60,11 +61,17 @@ _INPUT_PRECISION = os.environ.get("STRONGTICKET_INPUT_PRECISION", "ieee")
 
 
 def _kernels(name: str) -> ModuleType:
-    """``strongticket.kernels.<name>`` (installed), or ``kernels.<name>`` from a source tree on PYTHONPATH."""
+    """``strongticket.kernels.<name>`` (installed), or, from a source tree on PYTHONPATH (the GPU check runs so),
+    ``kernels.<name>`` — but only the ``kernels/`` folder beside this package, never another project's."""
     try:
         return importlib.import_module(f"strongticket.kernels.{name}")
     except ModuleNotFoundError:
-        return importlib.import_module(f"kernels.{name}")
+        module = importlib.import_module(f"kernels.{name}")
+        beside = Path(__file__).resolve().parent.parent / "kernels"
+        if Path(module.__file__).resolve().parent != beside:
+            raise ImportError(f"strongticket.kernels is not installed and the 'kernels' on the path "
+                              f"({module.__file__}) is not the one beside strongticket; reinstall") from None
+        return module
 
 
 def _use_triton(*tensors: Tensor | None) -> bool:
