@@ -109,3 +109,22 @@ def test_theory_commands_are_wired_and_eval_reads_theory_tickets(tmp_path, capsy
     assert out.startswith("pensia construction: kept ") and "weights sha256 ok" in out
     code = main(["eval", str(ticket), "--sanity", "shuffle"])
     assert code == 2 and "sanity checks apply to searched tickets" in capsys.readouterr().err
+
+
+def test_conv2_runs_on_digits_from_the_cli(tmp_path, capsys):
+    code = main(["search", "--model", "conv2", "--width", "0.25", "--widths", "32", "--epochs", "2",
+                 "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert code == 0 and "conv2 [32] ×0.25" in out
+    assert json.loads((tmp_path / "summary.json").read_text())["test_acc"] > 0.3
+
+
+def test_tensorboard_logging_or_a_clear_error(tmp_path, capsys):
+    code = main(["search", *FAST, "--tensorboard", "--out", str(tmp_path)])
+    try:
+        import torch.utils.tensorboard  # noqa: F401
+    except ImportError:
+        assert code == 2
+        assert "tensorboard must be installed for --tensorboard: pip install tensorboard" in capsys.readouterr().err
+    else:
+        assert code == 0 and any((tmp_path / "tensorboard").iterdir())
