@@ -30,8 +30,16 @@ tensor is ``(1, shape[0])``. Counters run row-major so a kernel can rebuild a ``
 Initialisers (``init_weight``), with ``fan = fan_in`` (``* density`` if ``scale_fan``, Ramanujan et al.,
 "What's hidden in a randomly weighted neural network?", CVPR 2020) and ``gain = sqrt(2)`` (relu) or 1
 (linear): ``signed_constant`` +-gain/sqrt(fan); ``kaiming_normal`` gain/sqrt(fan) * N(0, 1);
-``kaiming_uniform`` U(-b, b), b = gain*sqrt(3/fan); ``uniform`` U(-1, 1). All computed in float64 and cast
-to float32 once. No torch RNG and no ``np.random`` anywhere.
+``kaiming_uniform`` U(-b, b), b = gain*sqrt(3/fan); ``uniform`` U(-1, 1); ``hyperbolic`` (below). All computed
+in float64 and cast to float32 once. No torch RNG and no ``np.random`` anywhere.
+
+``hyperbolic`` (Orseau, Hutter, Rivasplata, "Logarithmic pruning is all you need", NeurIPS 2020): random sign,
+magnitude with density proportional to 1/|w| on [low, high] (log-uniform; defaults ``HYPERBOLIC_RANGE``; not
+fan-scaled, like ``uniform``). It is a monotone map of the ``uniform`` init's value v = 2u - 1 (same words, same
+layout, so the sign is that of v): w = sign(v) * low * (high/low)**|v|. |v| = (m + 1/2) 2**-31 with m a 31-bit
+integer, so (high/low)**|v| = s_32 * prod_{k=1..31, bit k of |v| set} s_k with s_k = (high/low)**(2**-k), k
+square roots of high/low: IEEE-754 sqrt and * are correctly rounded and the order is fixed, so the float64 (and
+float32) values are the same on every machine. Relative error vs the exact power ~32 ulp (~1e-14).
 """
 
 from __future__ import annotations
@@ -43,6 +51,7 @@ import numpy as np
 import torch
 
 __all__ = [
+    "HYPERBOLIC_RANGE",
     "INITS",
     "NONLINEARITIES",
     "STREAM_BIAS",
@@ -52,6 +61,7 @@ __all__ = [
     "STREAM_SCORES",
     "STREAM_WEIGHT",
     "MAX_COUNTERS",
+    "hyperbolic_from_words",
     "init_scores",
     "init_weight",
     "matrix_shape",
@@ -76,7 +86,9 @@ STREAM_KINDS = (STREAM_WEIGHT, STREAM_BIAS, STREAM_SCORES, STREAM_DATA, STREAM_B
 # int32 offsets only (module docstring): counters of one stream are 0 .. MAX_COUNTERS - 1.
 MAX_COUNTERS = 2**31
 
-INITS = ("signed_constant", "kaiming_normal", "kaiming_uniform", "uniform")
+INITS = ("signed_constant", "kaiming_normal", "kaiming_uniform", "uniform", "hyperbolic")
+# Default (low, high) magnitude range of the "hyperbolic" init.
+HYPERBOLIC_RANGE = (1e-3, 1.0)
 NONLINEARITIES = {"relu": math.sqrt(2.0), "linear": 1.0}
 
 _LAYER_BITS = 24
@@ -342,6 +354,43 @@ def _check_gain(nonlinearity: str) -> float:
     return NONLINEARITIES[nonlinearity]
 
 
+def _check_hyperbolic_range(low, high) -> tuple[float, float]:
+    for name, value in (("low", low), ("high", high)):
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.floating, np.integer)):
+            raise ValueError(f"{name} must be a finite number in (0, 2**64), got {value!r}")
+        if not 0.0 < float(value) < 2.0**64:  # also rejects NaN and inf
+            raise ValueError(f"{name} must be in (0, 2**64), got {value}")
+    if not float(low) <= float(high):
+        raise ValueError(f"low must be <= high for the hyperbolic init, got low {low} > high {high}")
+    return float(low), float(high)
+
+
+def hyperbolic_from_words(words: np.ndarray, low: float, high: float) -> np.ndarray:
+    """float64 ``sign(v) * low * (high/low)**|v|`` of uint32 words, v = 2 (word + 1/2) 2**-32 - 1 (module docstring).
+
+    Bit-exact everywhere (sqrt and * only, fixed order); magnitudes in [low, high] up to ~1e-14 relative.
+    """
+    low, high = _check_hyperbolic_range(low, high)
+    words = np.asarray(words)
+    if words.dtype != np.uint32:
+        raise ValueError(f"words must be uint32, got dtype {words.dtype}")
+    w = words.astype(np.int64)
+    negative = w < 2**31
+    # |v| = (m + 1/2) 2**-31: m = w - 2**31 for v > 0, 2**31 - 1 - w for v < 0 (the mirror image).
+    m = np.where(negative, 2**31 - 1 - w, w - 2**31)
+    ratio = high / low
+    roots = []  # roots[k - 1] = ratio ** (2 ** -k), k = 1..32, by repeated correctly rounded square roots
+    root = ratio
+    for _ in range(32):
+        root = math.sqrt(root)
+        roots.append(root)
+    power = np.full(w.shape, roots[31], dtype=np.float64)  # the 1/2 of (m + 1/2): 2**-32
+    for k in range(1, 32):  # bit k (weight 2**-k of |v|) is bit 31 - k of m
+        power = np.where((m >> (31 - k)) & 1 == 1, power * roots[k - 1], power)
+    magnitude = low * power
+    return np.where(negative, -magnitude, magnitude)
+
+
 def init_weight(
     shape: tuple[int, ...],
     init: str,
@@ -353,14 +402,20 @@ def init_weight(
     scale_fan: bool = False,
     nonlinearity: str = "relu",
     fan_in: int | None = None,
+    low: float | None = None,
+    high: float | None = None,
 ) -> torch.Tensor:
     """A frozen random weight of ``shape`` as a float32 CPU tensor, a pure function of its arguments.
 
     ``fan_in`` defaults to the column count of the matrix view (pass it for biases, whose matrix view is
     ``(1, n)``). With ``scale_fan`` the fan is ``fan_in * density``, keeping the variance of the pruned layer.
+    ``low``/``high``: magnitude range of the ``hyperbolic`` init (default ``HYPERBOLIC_RANGE``; 0 < low <= high);
+    only that init takes them.
     """
     if init not in INITS:
         raise ValueError(f"init must be one of {INITS}, got {init!r}")
+    if init != "hyperbolic" and (low is not None or high is not None):
+        raise ValueError(f"low/high apply to init 'hyperbolic' only, got init {init!r} with low {low}, high {high}")
     rows, cols = matrix_shape(shape)
     gain = _check_gain(nonlinearity)
     if isinstance(density, bool) or not isinstance(density, (int, float, np.floating, np.integer)):
@@ -379,6 +434,12 @@ def init_weight(
     elif init == "kaiming_uniform":
         bound = gain * math.sqrt(3.0 / fan)
         values = (2.0 * uniform01(seed, layer, kind, rows, cols) - 1.0) * bound
+    elif init == "hyperbolic":
+        low_h = HYPERBOLIC_RANGE[0] if low is None else low
+        high_h = HYPERBOLIC_RANGE[1] if high is None else high
+        low_h, high_h = _check_hyperbolic_range(low_h, high_h)
+        words = _row_words(seed, layer, kind, rows, -(-cols // 4)).reshape(rows, -1)[:, :cols]
+        values = hyperbolic_from_words(words, low_h, high_h)
     else:  # "uniform"
         values = 2.0 * uniform01(seed, layer, kind, rows, cols) - 1.0
     return torch.from_numpy(values.astype(np.float32).reshape(tuple(shape)))

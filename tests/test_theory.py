@@ -288,7 +288,7 @@ def _cli(capsys, *argv):
         (["verify", "--block", "1"], "block[0] must be an integer in [2, 16777216], got 1"),
         (["verify", "--subset", "smallest"], "tol must be in (0, 1) for subset='smallest', got None"),
         (["width", "--eps", "nan"], "eps must be in (0, 1), got nan"),
-        (["sweep", "--constructions", "orseau"], "constructions must be a comma-separated subset of"),
+        (["sweep", "--constructions", "lueker"], "constructions must be a comma-separated subset of"),
     ],
 )
 def test_bad_theory_values_raise_one_line_naming_the_field(capsys, argv, message):

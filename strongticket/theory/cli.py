@@ -75,9 +75,11 @@ def _verify(ns: argparse.Namespace) -> int:
     if ns.construction == "burkholz":
         block = block[0]
     if ns.subset != "best":
-        if ns.construction == "malach":
-            raise ValueError(f"subset must be 'best' for malach (one neuron per sign), got {ns.subset!r}")
+        if ns.construction in ("malach", "orseau"):
+            raise ValueError(f"subset must be 'best' for {ns.construction} (no subset search), got {ns.subset!r}")
         kwargs = {"subset": ns.subset, "tol": ns.tol}
+    if ns.construction == "orseau":
+        kwargs = {"eps": eps}  # the hyperbolic ranges follow eps (products cover [eps_w/4, 2])
     rows = []
     for r in range(draws):
         target = random_target(dims, ns.target_seed + r)
@@ -131,7 +133,8 @@ def _width(ns: argparse.Namespace) -> int:
               f"eps per weight {', '.join(f'{e:.2e}' for e in rep['eps_per_weight'])}")
         print(f"  paper: {paper['formula']}   [{paper['hidden_constant']}]")
         for key in ("width_per_unit_constant", "params_per_unit_constant", "n_per_unit_constant",
-                    "hidden_widths_per_unit_constant", "rho_per_unit_constant", "rigorous_block", "rigorous_params"):
+                    "hidden_widths_per_unit_constant", "rho_per_unit_constant", "digits_K", "window_probability",
+                    "rigorous_block", "rigorous_params"):
             if key in paper:
                 value = paper[key]
                 shown = ", ".join(_fmt(v) for v in value) if isinstance(value, list) else _fmt(value)
@@ -187,8 +190,9 @@ def _common(p: argparse.ArgumentParser, eps: float = 0.01) -> None:
 def add_theory_parser(subparsers: Any) -> None:
     """Register ``theory`` with ``verify``, ``width`` and ``sweep`` on an argparse subparsers object."""
     theory = subparsers.add_parser("theory", help="build and verify the constructive strong-LTH proofs",
-                                   description="Constructions of Malach et al. 2020, Pensia et al. 2020, Burkholz "
-                                               "2022 as strongticket tickets, checked against their bounds.")
+                                   description="Constructions of Malach et al. 2020, Pensia et al. 2020, Orseau et "
+                                               "al. 2020, Burkholz 2022 as strongticket tickets, checked against "
+                                               "their bounds.")
     sub = theory.add_subparsers(dest="theory_command", required=True, metavar="THEORY_COMMAND")
 
     ver = sub.add_parser("verify", help="construct on random targets and verify (identity, bound, sup-error)")
@@ -196,7 +200,7 @@ def add_theory_parser(subparsers: Any) -> None:
     _common(ver)
     ver.add_argument("--delta", type=float, default=0.1, help="allowed failure probability (default: 0.1)")
     ver.add_argument("--block", default="calibrated",
-                     help="neurons per input coordinate (k, m = 2n) or rho; 'calibrated' (default) or ints")
+                     help="neurons per input coordinate (k, m = 2n, M) or rho; 'calibrated' (default) or ints")
     ver.add_argument("--draws", type=int, default=20, help="independent (target, net) draws (default: 20)")
     ver.add_argument("--seed", type=int, default=0, help="net seed of draw 0; draw r uses seed + r (default: 0)")
     ver.add_argument("--target-seed", type=int, default=1000, help="target seed of draw 0 (default: 1000)")
@@ -218,7 +222,8 @@ def add_theory_parser(subparsers: Any) -> None:
     swp = sub.add_parser("sweep", help="error vs random-net parameters, constructions side by side (CSV, PNG)")
     _common(swp)
     swp.add_argument("--draws", type=int, default=5, help="draws per block size (default: 5)")
-    swp.add_argument("--constructions", default="malach,pensia,burkholz", help="comma-separated (default: all)")
+    swp.add_argument("--constructions", default="malach,pensia,burkholz,orseau",
+                     help="comma-separated (default: all)")
     swp.add_argument("--samples", type=int, default=5000, help="sphere samples per run (default: 5000)")
     swp.add_argument("--steps", type=int, default=60, help="ascent steps per run (default: 60)")
     swp.add_argument("--out", default="runs/theory-sweep", help="output folder (default: runs/theory-sweep)")

@@ -19,6 +19,19 @@ x ↦ Ŵ⁺σ(x) − Ŵ⁻σ(−x) with Ŵ± = Σ of the kept products ab over t
   Depth l+1: layer 1 is a (2ρ·d_0, d_0) block-diagonal expansion, layer 2 realises target layer 1 with ρ copies
   of every target neuron (subset sums of products), layer i+1 realises target layer i (i ≥ 2) from subsets of
   the ρ copies of each input neuron (plain U[−1,1] values); the output layer has one copy. Parameters ≈ ρ²× target.
+* ``orseau`` — Orseau, Hutter, Rivasplata, "Logarithmic Pruning is All You Need", NeurIPS 2020. Pensia's depth-2l
+  layout, but the weights are *hyperbolic* (density ∝ 1/|w|, init "hyperbolic" of ``strongticket.random``) and each
+  weight is a *greedy* sum of products: per (o, j, sign half), the products ab with the sign of W[o, j] by
+  decreasing |ab|, each taken when it does not overshoot the residual (no search: O(M log M) per weight). Covering
+  lemma (reference §5, derived): v_0 ≥ … ≥ v_{K−1} > 0 with v_k ≤ Σ_{i>k} v_i + v_{K−1} ⇒ greedy reaches every
+  r ∈ [0, Σv + v_{K−1}] within v_{K−1}; digits v_k = cγ^k with γ = 2/3 (a base-3/2 expansion, c = w_max/2) still
+  qualify when each lies anywhere in the window [cγ^k/1.15, 1.15·cγ^k]. Under a log-uniform law every window has
+  the same probability ln(1.15²)/ln(β/α), so one pool of M = O(K log(K/δ)) neurons per input coordinate (shared by
+  every output of the layer) fills all K = O(log(1/ε_w)) windows: logarithmic in 1/ε, no exponential search.
+  Ranges (our choice, reconstructed): the products should cover [α, β] = [ε_w/4, 2] (w_max ≤ 1 under spectral
+  norm ≤ 1, fixed before seeing the target); with ρ = β/α, a ~ ±LU[ρ^{−1/2}, ρ^{1/2}] (block-diagonal layer) and
+  b ~ ±LU[α, β], so log|ab| is triangular on [ln α − ½ln ρ, ln β + ½ln ρ] and [α, β] is its central half (window
+  probability ≥ half the peak). Random signs: a < 0 neurons serve Ŵ⁻ (layer 0) and b's sign picks the sign of ab.
 
 In blocks i ≥ 2 (and all Burkholz layers ≥ 2) the inputs are post-ReLU, so a < 0 neurons are dead: only the a > 0
 half is used (Pensia's widths still count them). Neurons no later layer reads are pruned.
@@ -27,6 +40,7 @@ Weights generated here use the layout of ``strongticket.random.uniform01``, so t
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -36,9 +50,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..random import MAX_COUNTERS, STREAM_WEIGHT, init_weight, random_words
+from ..random import MAX_COUNTERS, STREAM_WEIGHT, hyperbolic_from_words, init_weight, random_words
 from .subset_sum import MAX_VALUES, best_subsets, smallest_subset, subset_sum
-from .targets import Target, dims_of
+from .targets import Target, check_dims, dims_of
 
 __all__ = [
     "CONSTRUCTIONS",
@@ -49,6 +63,10 @@ __all__ = [
     "malach",
     "pensia",
     "burkholz",
+    "orseau",
+    "orseau_ranges",
+    "hyperbolic_elements",
+    "greedy_subsets",
     "uniform_elements",
     "random_layer_weight",
 ]
@@ -80,6 +98,12 @@ class Construction:
     subset: str = "best"
     seconds: float = 0.0
     info: dict[str, Any] = field(default_factory=dict)
+    init_ranges: list[tuple[float, float] | None] | None = None  # per random layer: hyperbolic (low, high) or None
+
+    @property
+    def init(self) -> str:
+        """The init of the random layers: "hyperbolic" when any layer has a range, else "uniform"."""
+        return "hyperbolic" if self.init_ranges and any(r is not None for r in self.init_ranges) else "uniform"
 
     @property
     def depth(self) -> int:
@@ -103,11 +127,8 @@ class Construction:
 # ----------------------------------------------------------------------------------------------------------
 
 
-def uniform_elements(seed: int, layer: int, shape: tuple[int, int], rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """Selected elements of ``init_weight(shape, "uniform", seed, layer)`` as float64, without the rest.
-
-    ``rows``/``cols`` broadcast; the values are bit-identical to the float32 entries of the full matrix.
-    """
+def _element_words(seed: int, layer: int, shape: tuple[int, int], rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """The uint32 Philox word of each selected element of a (rows, cols) weight (layout of ``uniform01``)."""
     n_rows, n_cols = shape
     rows, cols = np.broadcast_arrays(np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64))
     if rows.size and (rows.min() < 0 or rows.max() >= n_rows or cols.min() < 0 or cols.max() >= n_cols):
@@ -117,21 +138,46 @@ def uniform_elements(seed: int, layer: int, shape: tuple[int, int], rows: np.nda
     if n_rows * groups > MAX_COUNTERS:
         raise ValueError(f"a {shape} weight needs {n_rows * groups} Philox counters, one stream holds at most 2**31")
     words = random_words(seed, layer, STREAM_WEIGHT, rows * groups + cols // 4)  # (4, *shape)
-    word = np.take_along_axis(words, (cols % 4)[None], axis=0)[0]
+    return np.take_along_axis(words, (cols % 4)[None], axis=0)[0]
+
+
+def uniform_elements(seed: int, layer: int, shape: tuple[int, int], rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """Selected elements of ``init_weight(shape, "uniform", seed, layer)`` as float64, without the rest.
+
+    ``rows``/``cols`` broadcast; the values are bit-identical to the float32 entries of the full matrix.
+    """
+    word = _element_words(seed, layer, shape, rows, cols)
     u = (word.astype(np.float64) + 0.5) * 2.0**-32
     return (2.0 * u - 1.0).astype(np.float32).astype(np.float64)
 
 
-def random_layer_weight(seed: int, layer: int, shape: tuple[int, int]) -> np.ndarray:
-    """The full frozen weight of random layer ``layer`` (out, in) as float64 (the float32 values, exactly)."""
-    return init_weight(tuple(shape), "uniform", seed, layer).numpy().astype(np.float64)
+def hyperbolic_elements(seed: int, layer: int, shape: tuple[int, int], rows: np.ndarray, cols: np.ndarray,
+                        low: float, high: float) -> np.ndarray:
+    """Selected elements of ``init_weight(shape, "hyperbolic", seed, layer, low=low, high=high)`` as float64."""
+    word = _element_words(seed, layer, shape, rows, cols)
+    return hyperbolic_from_words(word, low, high).astype(np.float32).astype(np.float64)
 
 
-def _diag_block(seed: int, layer: int, d_in: int, m: int) -> np.ndarray:
+def random_layer_weight(seed: int, layer: int, shape: tuple[int, int],
+                        init_range: tuple[float, float] | None = None) -> np.ndarray:
+    """The full frozen weight of random layer ``layer`` (out, in) as float64 (the float32 values, exactly).
+
+    ``init_range`` None: init "uniform"; (low, high): init "hyperbolic" with that magnitude range.
+    """
+    if init_range is None:
+        return init_weight(tuple(shape), "uniform", seed, layer).numpy().astype(np.float64)
+    low, high = init_range
+    return init_weight(tuple(shape), "hyperbolic", seed, layer, low=low, high=high).numpy().astype(np.float64)
+
+
+def _diag_block(seed: int, layer: int, d_in: int, m: int, init_range: tuple[float, float] | None = None) -> np.ndarray:
     """a[j, q] = A[j·m + q, j] of the block-diagonal expansion A (d_in·m, d_in): (d_in, m) float64."""
     j = np.arange(d_in)[:, None]
     q = np.arange(m)[None, :]
-    return uniform_elements(seed, layer, (d_in * m, d_in), j * m + q, np.broadcast_to(j, (d_in, m)))
+    rows, cols, shape = j * m + q, np.broadcast_to(j, (d_in, m)), (d_in * m, d_in)
+    if init_range is None:
+        return uniform_elements(seed, layer, shape, rows, cols)
+    return hyperbolic_elements(seed, layer, shape, rows, cols, *init_range)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -159,6 +205,8 @@ def _select(values: np.ndarray, targets: np.ndarray, allowed: np.ndarray, rule: 
             pick = np.abs(vals - tgt[:, None]).argmin(axis=1)
             sub = np.zeros(vals.shape, dtype=bool)
             sub[np.arange(len(pick)), pick] = True
+        elif rule == "greedy":
+            sub = greedy_subsets(vals, tgt)
         else:
             if count > MAX_VALUES:
                 raise ValueError(f"candidates per sign must be in [1, {MAX_VALUES}] for exact subset sums, got "
@@ -172,6 +220,31 @@ def _select(values: np.ndarray, targets: np.ndarray, allowed: np.ndarray, rule: 
         sub = sub.reshape(r_rows, len(js), count)
         rr = np.arange(r_rows)[:, None, None]
         chosen[rr, js[None, :, None], idx[None, :, :]] = sub
+    return chosen
+
+
+def greedy_subsets(values: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """Orseau's greedy decomposition, batched: (P, n) values, (P,) targets -> (P, n) bool chosen.
+
+    Per row, the values with the sign of the target (none for a zero target), by decreasing |value| (ties by
+    index), each taken when |value| ≤ the residual |target| − Σ taken: the sum never overshoots the target.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    targets = np.asarray(targets, dtype=np.float64)
+    if values.ndim != 2 or targets.shape != values.shape[:1]:
+        raise ValueError(f"values must be (P, n) and targets (P,), got {values.shape} and {targets.shape}")
+    usable = (np.sign(values) == np.sign(targets)[:, None]) & (targets[:, None] != 0)
+    mags = np.where(usable, np.abs(values), np.inf)  # unusable values are never taken
+    order = np.argsort(-np.where(usable, mags, -1.0), axis=1, kind="stable")
+    sorted_mags = np.take_along_axis(mags, order, axis=1)
+    residual = np.abs(targets).copy()
+    take_sorted = np.zeros(values.shape, dtype=bool)
+    for t in range(values.shape[1]):
+        take = sorted_mags[:, t] <= residual
+        residual = np.where(take, residual - sorted_mags[:, t], residual)
+        take_sorted[:, t] = take
+    chosen = np.zeros(values.shape, dtype=bool)
+    np.put_along_axis(chosen, order, take_sorted, axis=1)
     return chosen
 
 
@@ -209,7 +282,9 @@ def _check_rule(subset: str, tol: float | None) -> None:
 # ----------------------------------------------------------------------------------------------------------
 
 
-def _two_level(name: str, target: Target, seed: int, blocks: list[int], rule: str, tol: float | None) -> Construction:
+def _two_level(name: str, target: Target, seed: int, blocks: list[int], rule: str, tol: float | None,
+               ranges: list[tuple[tuple[float, float], tuple[float, float]]] | None = None) -> Construction:
+    """Depth 2l; ``ranges[i]`` = hyperbolic (low, high) of the A and B layers of target layer i (None: uniform)."""
     start = time.perf_counter()
     dims = dims_of(target)
     widths = [dims[0]]
@@ -218,8 +293,9 @@ def _two_level(name: str, target: Target, seed: int, blocks: list[int], rule: st
     masks, effective, errors, candidates = [], [], [], []
     for i, w in enumerate(target):
         d_in, d_out, m = dims[i], dims[i + 1], blocks[i]
-        a = _diag_block(seed, 2 * i, d_in, m)  # (d_in, m)
-        b = random_layer_weight(seed, 2 * i + 1, (d_out, d_in * m)).reshape(d_out, d_in, m)
+        range_a, range_b = (None, None) if ranges is None else ranges[i]
+        a = _diag_block(seed, 2 * i, d_in, m, range_a)  # (d_in, m)
+        b = random_layer_weight(seed, 2 * i + 1, (d_out, d_in * m), range_b).reshape(d_out, d_in, m)
         products = a[None] * b  # (d_out, d_in, m): exact in float64 (24-bit x 24-bit mantissas)
         chosen = _select(products, w, a > 0, rule, tol)
         w_plus = _realised(products, chosen & (a > 0)[None])
@@ -235,9 +311,11 @@ def _two_level(name: str, target: Target, seed: int, blocks: list[int], rule: st
         errors.append(np.concatenate(err))
         candidates.append([int((a > 0).sum(axis=1).min()), int((a > 0).sum(axis=1).max())])
     _prune_dead(masks)
+    init_ranges = None if ranges is None else [r for pair in ranges for r in pair]
     return Construction(name, target, seed, widths, masks, effective, blocks, [1] * len(target),
                         [1] * len(target), errors, subset="one" if rule == "one" else rule,
-                        seconds=time.perf_counter() - start, info={"positive_candidates_min_max": candidates})
+                        seconds=time.perf_counter() - start, info={"positive_candidates_min_max": candidates},
+                        init_ranges=init_ranges)
 
 
 def malach(target: Target, seed: int, block: int | Sequence[int]) -> Construction:
@@ -256,6 +334,42 @@ def pensia(target: Target, seed: int, block: int | Sequence[int], subset: str = 
     blocks = _per_layer(block, len(target), "block", 2)
     _check_rule(subset, tol)
     return _two_level("pensia", target, seed, blocks, subset, tol)
+
+
+def orseau_ranges(dims: Sequence[int], eps: float, high: float = 2.0) -> list[tuple[tuple[float, float],
+                                                                                  tuple[float, float]]]:
+    """Hyperbolic ranges (A layer, B layer) per target layer: products cover [α_i, β] = [ε_w,i/4, ``high``].
+
+    ε_w,i = ε / (2·l·d_{i−1}·d_i) (Pensia's per-weight tolerance); ρ = β/α_i; a ~ LU[ρ^{−1/2}, ρ^{1/2}],
+    b ~ LU[α_i, β] (module docstring). Depends on (dims, ε) only, never on the target's weights.
+    """
+    dims = check_dims(dims)
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 < eps < 1:
+        raise ValueError(f"eps must be in (0, 1), got {eps!r}")
+    if isinstance(high, bool) or not isinstance(high, (int, float)) or not 0 < high <= 1e6:
+        raise ValueError(f"high must be in (0, 1e6], got {high!r}")
+    n_layers = len(dims) - 1
+    out = []
+    for i in range(n_layers):
+        alpha = eps / (2 * n_layers * dims[i] * dims[i + 1]) / 4
+        if not alpha < high:
+            raise ValueError(f"high must exceed eps_w/4 = {alpha:.3g}, got {high}")
+        root = math.sqrt(high / alpha)
+        out.append(((1.0 / root, root), (alpha, float(high))))
+    return out
+
+
+def orseau(target: Target, seed: int, block: int | Sequence[int], eps: float = 0.01, high: float = 2.0) -> Construction:
+    """Orseau et al. 2020: ``block`` = M hyperbolic neurons per input coordinate per target layer, greedy sums.
+
+    ``eps`` fixes the hyperbolic ranges (``orseau_ranges``: products cover [ε_w/4, ``high``]); the random net
+    depends on (widths, seed, eps, high) only, so one net serves every target of that shape.
+    """
+    blocks = _per_layer(block, len(target), "block", 2)
+    ranges = orseau_ranges(dims_of(target), eps, high)
+    c = _two_level("orseau", target, seed, blocks, "greedy", None, ranges)
+    c.info.update({"eps": eps, "high": high})
+    return c
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -304,11 +418,11 @@ def burkholz(target: Target, seed: int, rho: int, subset: str = "best", tol: flo
                         [1] + [rho] * (n_layers - 1), errors, subset=subset, seconds=time.perf_counter() - start)
 
 
-CONSTRUCTIONS = {"malach": malach, "pensia": pensia, "burkholz": burkholz}
+CONSTRUCTIONS = {"malach": malach, "pensia": pensia, "burkholz": burkholz, "orseau": orseau}
 
 
 def construct(name: str, target: Target, seed: int, block: int | Sequence[int], **kwargs: Any) -> Construction:
-    """Dispatch by name: ``block`` is k (malach), m (pensia) or ρ (burkholz)."""
+    """Dispatch by name: ``block`` is k (malach), m (pensia), ρ (burkholz) or M (orseau; kwargs eps, high)."""
     if name not in CONSTRUCTIONS:
         raise ValueError(f"construction must be one of {sorted(CONSTRUCTIONS)}, got {name!r}")
     if name == "malach":
@@ -323,8 +437,9 @@ def build_model(construction: Construction) -> nn.Sequential:
     """
     layers: list[nn.Module] = []
     w = construction.widths
+    ranges = construction.init_ranges or [None] * construction.depth
     for k in range(construction.depth):
-        lin = _masked_linear(w[k], w[k + 1], construction.seed, k)
+        lin = _masked_linear(w[k], w[k + 1], construction.seed, k, ranges[k])
         lin.fix_mask(torch.from_numpy(construction.masks[k]))
         layers.append(lin)
         if k < construction.depth - 1:
@@ -332,7 +447,19 @@ def build_model(construction: Construction) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-def _masked_linear(d_in: int, d_out: int, seed: int, layer: int) -> nn.Module:
+def _masked_linear(d_in: int, d_out: int, seed: int, layer: int,
+                   init_range: tuple[float, float] | None = None) -> nn.Module:
+    """A bias-free MaskedLinear: init "uniform", or "hyperbolic" with magnitudes in ``init_range``.
+
+    MaskedLinear builds the init's default range; the layer's frozen weight is then replaced (in place, same
+    dtype/shape) by ``init_weight(..., "hyperbolic", low, high)``, a pure function of (seed, layer, low, high).
+    """
     from ..nn import MaskedLinear
 
-    return MaskedLinear(d_in, d_out, bias=False, density=1.0, init="uniform", seed=seed, layer=layer)
+    if init_range is None:
+        return MaskedLinear(d_in, d_out, bias=False, density=1.0, init="uniform", seed=seed, layer=layer)
+    lin = MaskedLinear(d_in, d_out, bias=False, density=1.0, init="hyperbolic", seed=seed, layer=layer)
+    low, high = init_range
+    with torch.no_grad():
+        lin.weight.copy_(init_weight((d_out, d_in), "hyperbolic", seed, layer, low=low, high=high))
+    return lin

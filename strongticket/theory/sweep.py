@@ -1,9 +1,11 @@
 """Error vs random-network size, the constructions side by side: CSV rows, a markdown table, a PNG.
 
-For each construction and block size (k for Malach, m = 2n for Pensia, ρ for Burkholz) and each draw r
+For each construction and block size (k for Malach, m = 2n for Pensia, ρ for Burkholz, M for Orseau) and each draw r
 (target seed 1000 + r, net seed r) we construct, verify (``verify.verify_construction``) and write one CSV row.
 Malach's per-weight error falls like 1/k, Pensia's exponentially in m, Burkholz trades one layer of depth for
-≈ρ²× the parameters. The plot is drawn from the CSV (matplotlib, Agg, imported lazily: not a dependency).
+≈ρ²× the parameters, and Orseau's greedy error collapses once the hyperbolic pool fills its K = O(log 1/ε)
+windows (M = O(K log K), no subset search). The plot is drawn from the CSV (matplotlib, Agg, imported lazily:
+not a dependency).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ DEFAULT_BLOCKS = {
     "malach": (10, 30, 100, 300, 1000, 3000),
     "pensia": (8, 16, 24, 32, 40, 48),
     "burkholz": (8, 12, 16, 20, 24),
+    "orseau": (40, 80, 160, 320, 640),
 }
 CSV_FIELDS = ("construction", "block", "draw", "depth", "random_params", "kept", "target_params", "empirical",
               "certified", "identity_max_diff", "success", "construct_seconds")
@@ -42,7 +45,8 @@ def run_sweep(dims: Sequence[int], eps: float, draws: int, blocks: dict[str, Seq
     for name, sizes in blocks.items():
         for block in sizes:
             for r in range(draws):
-                c = construct(name, random_target(dims, 1000 + r), r, int(block))
+                kwargs = {"eps": eps} if name == "orseau" else {}
+                c = construct(name, random_target(dims, 1000 + r), r, int(block), **kwargs)
                 res = verify_construction(c, eps, samples=samples, steps=steps, identity_samples=512, seed=r)
                 rows.append({"construction": name, "block": int(block), "draw": r, "depth": c.depth,
                              "random_params": c.random_params, "kept": c.kept, "target_params": c.target_params,

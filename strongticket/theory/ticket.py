@@ -1,7 +1,8 @@
 """Constructions as ordinary strongticket tickets: save, rebuild (weights regenerated, SHA-256 checked), evaluate.
 
-config = {"kind": "theory", "construction", "widths" (random-net widths), "seed", "init": "uniform", "block",
-"subset", "target": {"widths", "source", "seed" (random targets), "sha256"}}; the target's float64 weights
+config = {"kind": "theory", "construction", "widths" (random-net widths), "seed", "init": "uniform" (or
+"hyperbolic" with "init_ranges": [[low, high]] per random layer, Orseau), "block", "subset", "target": {"widths",
+"source", "seed" (random targets), "sha256"}}; the target's float64 weights
 travel in the summary as nested lists when it has at most ``MAX_STORED_TARGET`` weights (random targets can
 always be rebuilt from their seed). ``evaluate_theory_ticket`` measures sup_{‖x‖=1} ‖f(x) − g_S(x)‖₂ of the
 rebuilt pruned net against the target (sphere samples + projected gradient ascent, float64).
@@ -29,17 +30,20 @@ def ticket_config(construction: Construction, target_source: dict[str, Any] | No
     dims = [construction.target[0].shape[1]] + [w.shape[0] for w in construction.target]
     target = {"widths": dims, "sha256": target_sha256(construction.target), "source": "given"}
     target.update(target_source or {})
-    return {
+    config = {
         "kind": "theory",
         "construction": construction.name,
         "widths": construction.widths,
         "seed": construction.seed,
-        "init": "uniform",
+        "init": construction.init,
         "bias": False,
         "block": construction.block,
         "subset": construction.subset,
         "target": target,
     }
+    if construction.init == "hyperbolic":
+        config["init_ranges"] = [None if r is None else [float(r[0]), float(r[1])] for r in construction.init_ranges]
+    return config
 
 
 def save_theory_ticket(path: str | Path, construction: Construction, summary: dict[str, Any] | None = None,
@@ -56,19 +60,33 @@ def save_theory_ticket(path: str | Path, construction: Construction, summary: di
     return save_ticket(path, model, ticket_config(construction, target_source), summary)
 
 
+def _init_ranges(config: dict[str, Any], layers: int, path: Path) -> list[tuple[float, float] | None]:
+    if config.get("init") == "uniform":
+        return [None] * layers
+    ranges = config.get("init_ranges")
+    try:
+        out = [None if r is None else (float(r[0]), float(r[1])) for r in ranges]
+    except (TypeError, ValueError, IndexError):
+        out = []
+    if len(out) != layers or any(r is not None and not 0 < r[0] <= r[1] for r in out):
+        raise TicketError(f"{path}: corrupted ticket (init 'hyperbolic' needs init_ranges, one [low, high] per layer)")
+    return out
+
+
 def _model_from_config(config: dict[str, Any], path: Path) -> nn.Sequential:
-    from ..nn import MaskedLinear
+    from .constructions import _masked_linear
 
     try:
         widths, seed = [int(w) for w in config["widths"]], int(config["seed"])
     except (KeyError, TypeError, ValueError):
         raise TicketError(f"{path}: corrupted ticket (theory config lacks widths/seed)") from None
-    if config.get("init") != "uniform" or len(widths) < 2:
-        raise TicketError(f"{path}: corrupted ticket (theory tickets use init 'uniform' and >= 2 widths)")
+    if config.get("init") not in ("uniform", "hyperbolic") or len(widths) < 2:
+        raise TicketError(f"{path}: corrupted ticket (theory tickets use init 'uniform' or 'hyperbolic' and >= 2 "
+                          f"widths)")
+    ranges = _init_ranges(config, len(widths) - 1, path)
     layers: list[nn.Module] = []
     for k in range(len(widths) - 1):
-        layers.append(MaskedLinear(widths[k], widths[k + 1], bias=False, density=1.0, init="uniform", seed=seed,
-                                   layer=k))
+        layers.append(_masked_linear(widths[k], widths[k + 1], seed, k, ranges[k]))
         if k < len(widths) - 2:
             layers.append(nn.ReLU())
     return nn.Sequential(*layers)

@@ -3,7 +3,7 @@
 * Identity: the pruned random net g_S (masked float32 weights cast to float64) equals the effective target-shaped
   net of the construction, max |g_S(x) − ĝ(x)| ≈ 1e−13 on random inputs — catches every wiring bug.
 * Certified bound on sup_{‖x‖≤1} ‖f(x) − g_S(x)‖₂ (derived, propagated layer by layer):
-  depth 2l (Malach, Pensia): e_1 = ‖[Ŵ⁺_1 − W_1, Ŵ⁻_1 − W_1]‖₂, e_i = ‖Ŵ_i‖₂ e_{i−1} + ‖Ŵ_i − W_i‖₂ B_{i−1},
+  depth 2l (Malach, Pensia, Orseau): e_1 = ‖[Ŵ⁺_1 − W_1, Ŵ⁻_1 − W_1]‖₂, e_i = ‖Ŵ_i‖₂ e_{i−1} + ‖Ŵ_i − W_i‖₂ B_{i−1},
   B_i = Π_{k≤i} ‖W_k‖₂ (uses ‖σ(x)‖² + ‖σ(−x)‖² = ‖x‖² and ReLU 1-Lipschitz);
   depth l+1 (Burkholz, ℓ∞ over copies): E_1 = max_r ‖[ΔW⁺_r, ΔW⁻_r]‖₂,
   E_i = max_r (‖ΔW_r‖₂ B_{i−1} + Σ_j A_{r,j} E_{i−1}), A_{r,j} = Σ_{c∈S_rj} |M_{r,(j,c)}|; output ≤ √d_l E_l.
