@@ -17,6 +17,15 @@ fp32 ("ieee" dots, TF32 off as in torch's default) and bf16. Timing: triton.test
 measured copy bandwidth); counted bytes follow kernels.md §2 (each input once, each output once). Max rel err:
 max |out - float64 reference| / max |reference| over y, dx, dS of one fwd + bwd. The table is printed last; CSV
 (and a PNG when matplotlib imports) go to ``--out`` (default $OUT, else the working directory).
+
+Weightless section (``--weightless`` runs only it, into ``bench_weightless.csv``; the full run appends it when
+budget is left): op ``infer`` at batch 1, 16, 256 and K = N = 4096, 8192 (signed-constant ticket, density 0.5):
+``cublas-dense`` (F.linear on the baked W ⊙ M in bf16), ``packed-2bit`` (sign + keep bits, kernels.packed_gemm),
+``packed-seed`` (keep bits, signs from Philox in-kernel); ``cold`` = do_bench (L2 flushed), ``graph`` =
+do_bench_cudagraph for batch 1 (no launch overhead, warm L2: a 4096² bf16 matrix fits the 50 MB L2).
+Speedup column = cuBLAS time / this time. Op ``wstep`` at (256, 4096, 4096): the fused step (select + fwd + dx
++ dS/SGD) with a stored bf16 W vs the seeded step (kernels.seeded, W regenerated, bf16 rounding); rel err 0 means
+y, dx and the updated scores equal the stored-weight step bit for bit. Speedup = stored / seeded.
 """
 
 from __future__ import annotations
@@ -40,16 +49,24 @@ from strongticket import masks, ops  # noqa: E402
 
 try:
     from strongticket.kernels import masked_linear as ml
+    from strongticket.kernels import packed_gemm as pg
+    from strongticket.kernels import seeded as sd
     from strongticket.kernels import select as sel
 except ModuleNotFoundError:  # source tree on sys.path, package not installed
     from kernels import masked_linear as ml
+    from kernels import packed_gemm as pg
+    from kernels import seeded as sd
     from kernels import select as sel
+from strongticket.random import sign_bits as _sign_bits  # noqa: E402
+from strongticket.random import stream_seed as _stream_seed  # noqa: E402
 
 SHAPES = [(256, 4096, 4096), (4096, 4096, 4096), (256, 1024, 1024)]
 SMOKE_SHAPES = [(16, 64, 48), (33, 40, 24)]
 DENSITIES = [0.5, 0.05]
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 LR, MOMENTUM = 0.1, 0.9
+WEIGHTLESS_SIZES, WEIGHTLESS_BATCHES, WSTEP_SHAPES = [4096, 8192], [1, 16, 256], [(256, 4096, 4096)]
+SMOKE_WEIGHTLESS_SIZES, SMOKE_WEIGHTLESS_BATCHES, SMOKE_WSTEP_SHAPES = [160], [1, 16, 33], [(16, 64, 48)]
 
 
 class _GetSubnet(torch.autograd.Function):
@@ -274,12 +291,132 @@ def _plot(rows: list[dict], path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
+def _packed_tiles(batch: int, smoke: bool) -> dict:
+    """One tile config per batch size (no autotune): GEMV below 16 rows, tl.dot tiles sized for enough CTAs."""
+    if smoke:
+        return dict(gemv_block_n=16, gemv_block_k=64, block_n=32, block_m=16, block_k=64)
+    if batch < 16:
+        return dict(gemv_block_n=16, gemv_block_k=512, num_warps=4)
+    if batch <= 64:
+        return dict(block_n=32, block_m=16, block_k=256, num_warps=4, num_stages=3)
+    return dict(block_n=64, block_m=128, block_k=128, num_warps=8, num_stages=3)
+
+
+def _weightless_rows(device: str, smoke: bool, bench, ceil: dict, t_start: float, budget_s: float,
+                     skipped: list) -> list[dict]:
+    """Packed/seeded inference vs cuBLAS on the baked bf16 weight, and the seeded vs stored fused step."""
+    import triton.testing
+
+    rows: list[dict] = []
+    sizes = SMOKE_WEIGHTLESS_SIZES if smoke else WEIGHTLESS_SIZES
+    batches = SMOKE_WEIGHTLESS_BATCHES if smoke else WEIGHTLESS_BATCHES
+    bf16 = torch.bfloat16
+    for size in sizes:
+        n = k = size
+        neg = torch.from_numpy(_sign_bits(1, 0, 0, n, k))
+        g = torch.Generator().manual_seed(size)
+        mask = torch.rand(n, k, generator=g) < 0.5
+        scale = 1.0 / math.sqrt(k)
+        w_ref = torch.where(mask, torch.where(neg, -scale, scale), 0.0).to(device)  # fp32, exact ±c / 0
+        baked = w_ref.to(bf16)  # what bake + .to(bf16) gives: the cuBLAS baseline's weight
+        sign_w, mask_w = ops.pack_bits(neg).to(device), ops.pack_bits(mask).to(device)
+        stream = _stream_seed(1, 0)
+        del neg, mask
+        for batch in batches:
+            if time.perf_counter() - t_start > budget_s:
+                skipped.append(("infer", batch, size))
+                continue
+            x = torch.randn(batch, k, generator=g).to(device=device, dtype=bf16)
+            ref = x.double() @ w_ref.double().T
+            tiles = _packed_tiles(batch, smoke)
+            kw = dict(mask_bits=mask_w, scale=scale, **tiles)
+            cases = {
+                "cublas-dense": (lambda x=x, w=baked: F.linear(x, w), 2 * n * k),
+                "packed-2bit": (lambda x=x, kw=kw, sw=sign_w: pg.packed_linear(x, sign_bits=sw, **kw), 0.25 * n * k),
+                "packed-seed": (lambda x=x, kw=kw, st=stream: pg.packed_linear(x, seed=st, **kw), 0.125 * n * k),
+            }
+            shape = (batch, k, n)
+            timers = [("cold", bench)]
+            if batch == 1 and device == "cuda":
+                timers.append(("graph", lambda fn: tuple(1e3 * v for v in triton.testing.do_bench_cudagraph(
+                    fn, rep=20 if smoke else 50, quantiles=[0.5, 0.2, 0.8]))))
+            for timer_name, timer in timers:
+                base = None
+                for name, (fn, wbytes) in cases.items():
+                    y = fn()
+                    err = float((y.double() - ref).abs().max() / ref.abs().max().clamp_min(1e-30))
+                    t = timer(fn)
+                    row = _row("infer", shape, f"{name}/bf16/{timer_name}", t, 2 * batch * n * k,
+                               wbytes + 2 * (batch * k + batch * n), ceil, err, bf16)
+                    base = row["median_us"] if name == "cublas-dense" else base
+                    row["speedup"] = base / row["median_us"]
+                    rows.append(row)
+    tiles = ({"fwd": dict(block_n=32, block_m=16, block_k=64), "dx": dict(block_k=32, block_m=16, block_n=32),
+              "ds": dict(block_n=32, block_k=32, block_m=16), "select": dict(block=256)} if smoke else
+             {"fwd": dict(block_n=128, block_m=64, block_k=64, num_warps=8),
+              "dx": dict(block_k=128, block_m=64, block_n=64, num_warps=8),
+              "ds": dict(block_n=64, block_k=64, block_m=64, num_warps=4), "select": dict(block=4096)})
+    for shape in SMOKE_WSTEP_SHAPES if smoke else WSTEP_SHAPES:
+        if time.perf_counter() - t_start > budget_s:
+            skipped.append(("wstep", shape))
+            continue
+        rows.extend(_wstep_rows(shape, device, tiles, bench, ceil))
+    return rows
+
+
+def _wstep_rows(shape, device: str, tiles: dict, bench, ceil: dict) -> list[dict]:
+    """Fused edge-popup step with a stored bf16 W vs the same step with W regenerated from the seed."""
+    B, K, N = shape
+    bf16 = torch.bfloat16
+    g = torch.Generator().manual_seed(7)
+    x = torch.randn(B, K, generator=g).to(device=device, dtype=bf16)
+    dy = torch.randn(B, N, generator=g).to(device=device, dtype=bf16)
+    s0 = torch.randn(N, K, generator=g).to(device)
+    scale = math.sqrt(2.0) / math.sqrt(K)
+    stream = _stream_seed(2, 0)
+    w = torch.where(torch.from_numpy(_sign_bits(2, 0, 0, N, K)), -scale, scale).to(device=device, dtype=bf16)
+    k = masks.keep_count(0.5, N * K)
+    plan = sel.make_select_plan([N * K], [k], device=device, **tiles["select"])
+    state = {p: (s0.clone(), torch.zeros_like(s0)) for p in ("stored", "seeded")}
+
+    def step(p):
+        s, buf = state[p]
+        thr = sel.select_thresholds([s], plan)[0]
+        if p == "stored":
+            y, bits = ml.masked_linear_forward(x, w, scores=s, threshold=thr, write_bits=True, **tiles["fwd"])
+            dx = ml.masked_linear_dx(dy, w, mask=bits, **tiles["dx"])
+            ml.masked_linear_dscores(dy, x, w, s, write_grad=False, lr=LR, momentum_buffer=buf, momentum=MOMENTUM,
+                                     **tiles["ds"])
+        else:
+            y, bits = sd.seeded_linear_forward(x, stream, scale, N, weight_dtype=bf16, scores=s, threshold=thr,
+                                               write_bits=True, **tiles["fwd"])
+            dx = sd.seeded_linear_dx(dy, stream, scale, K, weight_dtype=bf16, mask=bits, **tiles["dx"])
+            sd.seeded_linear_dscores(dy, x, stream, scale, s, weight_dtype=bf16, write_grad=False, lr=LR,
+                                     momentum_buffer=buf, momentum=MOMENTUM, **tiles["ds"])
+        return y, dx
+
+    outs = {p: step(p) for p in ("stored", "seeded")}
+    same = all(torch.equal(a, b) for a, b in zip(outs["stored"], outs["seeded"]))
+    same = same and all(torch.equal(a, b) for a, b in zip(state["stored"], state["seeded"]))
+    rows = []
+    for p, per in (("stored", 2 + 4.125 + 2.125 + 18), ("seeded", 4.125 + 0.125 + 16)):
+        t = bench(lambda p=p: step(p))
+        rows.append(_row("wstep", shape, f"fused-{p}/bf16/d=0.5", t, 6 * B * N * K,
+                         per * N * K + 6 * (B * K + B * N), ceil, 0.0 if same else 1.0, bf16))
+    rows[1]["speedup"] = rows[0]["median_us"] / rows[1]["median_us"]
+    rows[0]["speedup"] = 1.0
+    return rows
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repetitions, 2^24 selection only")
     parser.add_argument("--cpu-smoke", action="store_true", help="tiny shapes on the CPU (TRITON_INTERPRET=1)")
     parser.add_argument("--out", default=os.environ.get("OUT", "."), help="directory for CSV/PNG (default $OUT)")
     parser.add_argument("--budget-s", type=float, default=400.0, help="skip remaining cases after this many seconds")
+    parser.add_argument("--weightless", action="store_true",
+                        help="only the weightless section (packed/seeded inference, seeded step)")
+    parser.add_argument("--skip-weightless", action="store_true", help="leave the weightless section out")
     args = parser.parse_args(argv)
     t_start = time.perf_counter()
     out = Path(args.out)
@@ -308,7 +445,9 @@ def main(argv: list[str] | None = None) -> None:
           f"{ceil['tc_fp32'] / 1e12:.0f} TFLOP/s; {ceil['note']}")
 
     rows: list[dict] = []
-    skipped = []
+    skipped: list = []
+    if args.weightless:
+        shapes, sel_sizes = [], []
     for shape in shapes:
         for density in DENSITIES:
             for dname, dtype in DTYPES.items():
@@ -348,13 +487,16 @@ def main(argv: list[str] | None = None) -> None:
                            torch.float32)
                 rows.append(row)
     _fill_speedups(rows)
+    if args.weightless or (not args.skip_weightless and time.perf_counter() - t_start < args.budget_s):
+        rows.extend(_weightless_rows(device, args.cpu_smoke, bench, ceil, t_start, args.budget_s, skipped))
 
-    csv_path = out / "bench_kernels.csv"
+    csv_path = out / ("bench_weightless.csv" if args.weightless else "bench_kernels.csv")
     with open(csv_path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0].keys()))
         writer.writeheader()
         writer.writerows(rows)
-    _plot(rows, out / "bench_kernels.png")
+    if not args.weightless:
+        _plot(rows, out / "bench_kernels.png")
     if skipped:
         print(f"time guard ({args.budget_s:.0f} s): skipped {skipped}")
     print(f"wrote {csv_path}; total {time.perf_counter() - t_start:.0f} s; select rel err 0 = mask equals "

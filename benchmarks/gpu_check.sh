@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# GPU check for the fused kernels: the `gpu` tests, then `bench_kernels.py --quick`, in under 8 minutes on one
-# H100 (torch 2.11, Triton 3.6, no network, no installs from a registry). Writes everything under $OUT (default
-# ./gpu_check_out): env.txt, gpu_tests.txt, bench_kernels.{txt,csv,png}.
+# GPU check for the fused kernels: the `gpu` tests, the weightless benchmark (`bench_kernels.py --weightless`:
+# packed/seeded inference at batch 1/16/256 x 4096^2/8192^2 vs cuBLAS bf16, seeded vs stored fused step), then
+# `bench_kernels.py --quick`, in under 8 minutes on one H100 (torch 2.11, Triton 3.6, no network, no installs
+# from a registry). Writes everything under $OUT (default ./gpu_check_out): env.txt, gpu_tests.txt,
+# weightless_tests.txt, bench_weightless.{txt,csv}, bench_kernels.{txt,csv,png}.
 #
 #   bash benchmarks/gpu_check.sh            # from the repository root (or anywhere: it cd's there)
 set -u
@@ -34,9 +36,20 @@ echo "== gpu tests"
 timeout "$(left 150)" "$PY" -m pytest -m gpu -q -p no:cacheprovider tests 2>&1 | tee "$OUT/gpu_tests.txt"
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 
+echo "== weightless tests (compiled kernels vs float64 / strongticket.random)"
+timeout "$(left 90)" "$PY" -m pytest -q -p no:cacheprovider tests/test_weightless.py 2>&1 | tee "$OUT/weightless_tests.txt"
+[ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+
+echo "== bench_kernels.py --weightless --quick"
+budget=$(left 110)
+timeout "$budget" "$PY" benchmarks/bench_kernels.py --weightless --quick --out "$OUT" --budget-s $((budget * 2 / 3)) \
+    2>&1 | tee "$OUT/bench_weightless.txt"
+[ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+
 echo "== bench_kernels.py --quick"
 budget=$(left 300)
-timeout "$budget" "$PY" benchmarks/bench_kernels.py --quick --out "$OUT" --budget-s $((budget * 2 / 3)) 2>&1 \
+timeout "$budget" "$PY" benchmarks/bench_kernels.py --quick --skip-weightless --out "$OUT" \
+    --budget-s $((budget * 2 / 3)) 2>&1 \
     | tee "$OUT/bench_kernels.txt"
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 echo "gpu_check done in ${SECONDS} s, status ${status}; outputs in $OUT"

@@ -64,6 +64,9 @@ class SearchConfig:
     init: str = _f("signed_constant", "frozen weight init",
                    choices=("signed_constant", "kaiming_normal", "kaiming_uniform", "uniform"))
     scale_fan: bool = _f(False, "scale the init's fan-in by the density")
+    weights: str = _f("stored", "frozen weights stored on the device, or seeded: regenerated inside the kernels "
+                      "from the seed (signed_constant linear layers; same masks bit for bit)",
+                      hashed=False, choices=("stored", "seeded"))
     bias: bool = _f(False, "give masked layers a frozen random bias")
     bias_scores: bool = _f(False, "mask the biases too, by their own scores (needs --bias)")
     learn_bn: bool = _f(False, "make batch norm affine and train it with the scores (resnets)")
@@ -100,6 +103,8 @@ class SearchConfig:
             for i, w in enumerate(self.widths):
                 _check_int(f"widths[{i}]", w, 1, 1 << 20)
         _check_float("width", self.width, 0.0, 64.0, low_open=True)
+        if self.weights == "seeded" and self.init != "signed_constant":
+            raise ValueError(f"weights=seeded needs init signed_constant (1 random bit per weight), got {self.init!r}")
         if self.bias_scores and not self.bias:
             raise ValueError("bias_scores needs bias: there is no bias to mask; add --bias")
         _check_float("lr", self.lr, 0.0, math.inf, low_open=True)

@@ -30,14 +30,16 @@ __all__ = ["MLP", "ConvNet", "ResNet", "MODELS", "build_model", "model_from_conf
 class _Layers:
     """Hands out consecutive layer indices and the shared masked-layer arguments."""
 
-    def __init__(self, density: float, init: str, seed: int, scale_fan: bool, bias: bool, bias_scores: bool):
+    def __init__(self, density: float, init: str, seed: int, scale_fan: bool, bias: bool, bias_scores: bool,
+                 weights: str = "stored"):
         self.kwargs = dict(density=density, init=init, seed=seed, scale_fan=scale_fan, bias=bias,
                            bias_scores=bias_scores)
+        self.weights = weights  # "seeded" applies to the linear layers; convs keep stored weights
         self.index = 0
 
     def linear(self, fan_in: int, fan_out: int) -> MaskedLinear:
         self.index += 1
-        return MaskedLinear(fan_in, fan_out, layer=self.index - 1, **self.kwargs)
+        return MaskedLinear(fan_in, fan_out, layer=self.index - 1, weights=self.weights, **self.kwargs)
 
     def conv(self, c_in: int, c_out: int, kernel: int, stride: int = 1, padding: int = 0) -> MaskedConv2d:
         self.index += 1
@@ -62,10 +64,10 @@ class MLP(nn.Module):
     def __init__(self, input_shape: Sequence[int], num_classes: int, widths: Sequence[int] = (512, 512), *,
                  width: float = 1.0, density: float = 0.5, init: str = "signed_constant", seed: int = 0,
                  scale_fan: bool = False, bias: bool = False, bias_scores: bool = False,
-                 learn_bn: bool = False) -> None:
+                 learn_bn: bool = False, weights: str = "stored") -> None:
         super().__init__()
         _positive_ints("widths", widths)
-        make = _Layers(density, init, seed, scale_fan, bias, bias_scores)
+        make = _Layers(density, init, seed, scale_fan, bias, bias_scores, weights)
         sizes = [math.prod(input_shape), *(_scaled(w, width) for w in widths), num_classes]
         layers: list[nn.Module] = [nn.Flatten()]
         for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
@@ -92,7 +94,7 @@ class ConvNet(nn.Module):
     def __init__(self, input_shape: Sequence[int], num_classes: int, variant: str = "conv4", *,
                  width: float = 1.0, widths: Sequence[int] = (256, 256), density: float = 0.5,
                  init: str = "signed_constant", seed: int = 0, scale_fan: bool = False, bias: bool = False,
-                 bias_scores: bool = False, learn_bn: bool = False) -> None:
+                 bias_scores: bool = False, learn_bn: bool = False, weights: str = "stored") -> None:
         super().__init__()
         if variant not in _CONV_PLANS:
             raise ValueError(f"variant must be one of {', '.join(_CONV_PLANS)}, got {variant!r}")
@@ -104,7 +106,7 @@ class ConvNet(nn.Module):
         if min(h, w) < 2**pools:
             raise ValueError(f"{variant} pools {pools} times and needs inputs of at least {2**pools}×{2**pools}, "
                              f"got {h}×{w}")
-        make = _Layers(density, init, seed, scale_fan, bias, bias_scores)
+        make = _Layers(density, init, seed, scale_fan, bias, bias_scores, weights)
         features: list[nn.Module] = []
         for step in plan:
             if step == "M":
@@ -159,14 +161,14 @@ class ResNet(nn.Module):
     def __init__(self, input_shape: Sequence[int], num_classes: int, variant: str = "resnet20", *,
                  width: float = 1.0, widths: Sequence[int] = (), density: float = 0.5,
                  init: str = "signed_constant", seed: int = 0, scale_fan: bool = False, bias: bool = False,
-                 bias_scores: bool = False, learn_bn: bool = False) -> None:
+                 bias_scores: bool = False, learn_bn: bool = False, weights: str = "stored") -> None:
         super().__init__()
         if variant not in _RESNET_PLANS:
             raise ValueError(f"variant must be one of {', '.join(_RESNET_PLANS)}, got {variant!r}")
         if len(input_shape) != 3:
             raise ValueError(f"{variant} needs image inputs (channels, height, width), got shape {tuple(input_shape)}")
         stem, stages = _RESNET_PLANS[variant]
-        make = _Layers(density, init, seed, scale_fan, bias, bias_scores)
+        make = _Layers(density, init, seed, scale_fan, bias, bias_scores, weights)
         c = _scaled(stem, width)
         self.stem = nn.Sequential(make.conv(input_shape[0], c, 3, padding=1),
                                   nn.BatchNorm2d(c, affine=learn_bn), nn.ReLU())
@@ -209,7 +211,7 @@ def model_from_config(cfg: Any, input_shape: Sequence[int], num_classes: int) ->
     """The model a search config describes, with a global threshold when ``cfg.scope == "global"``."""
     kwargs: dict[str, Any] = dict(width=cfg.width, density=cfg.density, init=cfg.init, seed=cfg.seed,
                                   scale_fan=cfg.scale_fan, bias=cfg.bias, bias_scores=cfg.bias_scores,
-                                  learn_bn=cfg.learn_bn)
+                                  learn_bn=cfg.learn_bn, weights=getattr(cfg, "weights", "stored"))
     if cfg.widths is not None:
         kwargs["widths"] = tuple(cfg.widths)
     model = build_model(cfg.model, input_shape, num_classes, **kwargs)

@@ -26,7 +26,10 @@ from torch import Tensor, nn
 from . import masks, ops
 from .random import STREAM_BIAS, STREAM_BIAS_SCORES, init_scores, init_weight
 
+WEIGHTS = ("stored", "seeded")
+
 __all__ = [
+    "WEIGHTS",
     "MaskedLayer",
     "MaskedLinear",
     "MaskedConv2d",
@@ -97,7 +100,13 @@ class MaskedLayer(nn.Module):
         layer: int,
         scale_fan: bool,
         bias_scores: bool = False,
+        weights: str = "stored",
     ) -> None:
+        if weights not in WEIGHTS:
+            raise ValueError(f"weights must be one of {', '.join(WEIGHTS)}, got {weights!r}")
+        if weights == "seeded" and (init != "signed_constant" or not isinstance(self, MaskedLinear)):
+            raise ValueError(f"weights='seeded' needs init='signed_constant' on a linear layer, got init={init!r} "
+                             f"on {type(self).__name__}")
         if bias_scores and not bias:
             raise ValueError("bias_scores=True needs bias=True: there is no bias to mask")
         self.density = masks.validate_density(density)
@@ -105,8 +114,13 @@ class MaskedLayer(nn.Module):
         self.seed = seed
         self.layer_index = layer
         self.scale_fan = scale_fan
-        w = init_weight(shape, init, seed, layer, density=density, scale_fan=scale_fan)
-        self.weight = nn.Parameter(w, requires_grad=False)
+        self._seeded: tuple | None = None
+        if weights == "seeded":  # W = ±scale regenerated in the kernels; never a device tensor
+            scale = ops.signed_constant_scale(math.prod(shape[1:]), density=density, scale_fan=scale_fan)
+            self._seeded = (tuple(shape), scale)
+        else:
+            w = init_weight(shape, init, seed, layer, density=density, scale_fan=scale_fan)
+            self.weight = nn.Parameter(w, requires_grad=False)
         self.scores = nn.Parameter(init_scores(shape, seed, layer))
         if bias:
             fan_in = math.prod(shape[1:])
@@ -121,11 +135,23 @@ class MaskedLayer(nn.Module):
         else:
             self.register_parameter("bias_scores", None)
         self.register_buffer("fixed_bias_mask", None)
-        self.k = masks.keep_count(self.density, self.weight.numel())
+        self.k = masks.keep_count(self.density, math.prod(shape))
         self._selector: GlobalTopK | None = None
         self.register_buffer("fixed_mask", None)
         self._key: tuple | None = None
         self._mask: Tensor | None = None
+
+    @property
+    def weight(self) -> Tensor:
+        """The frozen weight; for ``weights="seeded"`` a float32 CPU tensor regenerated on demand (cached by
+        ``ops.seeded_weight``), for hashing / bake / export only — the forward never reads it."""
+        seeded = self.__dict__.get("_seeded")
+        if seeded is None:
+            if "weight" not in self._parameters:  # during construction: let nn.Module register the Parameter
+                raise AttributeError("weight")
+            return self._parameters["weight"]
+        shape, scale = seeded
+        return ops.seeded_weight(self.seed, self.layer_index, shape, scale)
 
     @property
     def mask(self) -> Tensor:
@@ -178,7 +204,8 @@ class MaskedLayer(nn.Module):
 
     def baked_weight(self) -> Tensor:
         """W ⊙ M as a plain tensor."""
-        return self.weight * self.mask
+        mask = self.mask
+        return self.weight.to(mask.device) * mask
 
     def extra_repr(self) -> str:
         return (
@@ -203,6 +230,7 @@ class MaskedLinear(MaskedLayer):
         seed: int = 0,
         layer: int = 0,
         scale_fan: bool = False,
+        weights: str = "stored",
     ) -> None:
         super().__init__()
         _check_positive(in_features=in_features, out_features=out_features)
@@ -210,13 +238,17 @@ class MaskedLinear(MaskedLayer):
         self._init_masked(
             (out_features, in_features),
             bias=bias, bias_scores=bias_scores, density=density, init=init, seed=seed, layer=layer,
-            scale_fan=scale_fan,
+            scale_fan=scale_fan, weights=weights,
         )
 
     def forward(self, x: Tensor) -> Tensor:
         if x.shape[-1] != self.in_features:
             raise ValueError(f"input must have {self.in_features} features in its last dimension, "
                              f"got shape {tuple(x.shape)}")
+        if self._seeded is not None:
+            _, scale = self._seeded
+            return ops.seeded_linear(x, self.scores, self.mask, self.effective_bias(), self.seed, self.layer_index,
+                                     scale, torch.float32)
         return ops.masked_linear(x, self.weight, self.scores, self.mask, self.effective_bias())
 
     def extra_repr(self) -> str:

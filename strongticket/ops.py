@@ -19,6 +19,8 @@ an autograd formula:
   score_grad(G, W, S) -> G ⊙ W ⊙ sign(S)                              the conv score-gradient epilogue
   topk_thresholds([S_l], ks, slots) -> (L, 2) int64                   exact radix select, per layer or global
   threshold_mask(S, thresholds) -> bool mask                          the mask those thresholds define
+  packed_linear / seeded_packed_linear / seeded_linear (+ _dx, _dscores)   weightless signed-constant layers
+                                                                      (section "weightless" below)
 Bit-packed masks: int32 word w of row n holds M[n, 32w + j] in bit j (rows = dim 0, the rest flattened).
 
 This module is the only importer of ``strongticket.kernels``. Every op body dispatches through
@@ -53,6 +55,13 @@ __all__ = [
     "pack_bits",
     "unpack_bits",
     "thresholds_mask_ref",
+    "packed_linear",
+    "seeded_packed_linear",
+    "seeded_linear",
+    "seeded_linear_dx",
+    "seeded_linear_dscores",
+    "seeded_weight",
+    "signed_constant_scale",
 ]
 
 _FLOATS = (torch.float32, torch.bfloat16)
@@ -397,3 +406,196 @@ def threshold_mask(scores: Tensor, threshold: Tensor) -> Tensor:
 @threshold_mask.register_fake
 def _(scores, threshold):
     return torch.empty_like(scores, dtype=torch.bool)
+
+
+# --------------------------------------------------------------------------------------------- weightless
+#
+# Signed-constant layers without a stored weight: W = ±scale with the signs of Philox stream (seed, layer,
+# STREAM_WEIGHT) (``random.sign_bits``), scale = fp32(gain / sqrt(fan)) (:func:`signed_constant_scale`).
+#   packed_linear(x, sign_bits, mask_bits, scale, b)          inference from 2 bits per weight (sign, keep)
+#   seeded_packed_linear(x, mask_bits, seed, layer, scale, b)  inference from 1 bit per weight + the seed
+#   seeded_linear(x, scores, mask, b, seed, layer, scale, weight_dtype)   training: same values as masked_linear
+#       on W = init_weight(...).to(weight_dtype), straight-through dS; backward through seeded_linear_dx /
+#       seeded_linear_dscores. The Triton path regenerates W in registers (no (N, K) weight on the device).
+# The reference bodies regenerate W on the host (``random.sign_bits``) and run the stored-weight reference:
+# on the torch backend the seeded ops equal masked_linear bit for bit.
+
+
+def signed_constant_scale(fan_in: int, *, density: float = 1.0, scale_fan: bool = False,
+                          nonlinearity: str = "relu") -> float:
+    """|W| of a ``signed_constant`` init as the fp32 value ``random.init_weight`` stores (a Python float)."""
+    import math
+
+    import numpy as np
+
+    from .random import NONLINEARITIES
+
+    if nonlinearity not in NONLINEARITIES:
+        raise ValueError(f"nonlinearity must be one of {sorted(NONLINEARITIES)}, got {nonlinearity!r}")
+    if isinstance(fan_in, bool) or not isinstance(fan_in, int) or fan_in < 1:
+        raise ValueError(f"fan_in must be an int >= 1, got {fan_in!r}")
+    fan = fan_in * float(density) if scale_fan else float(fan_in)
+    return float(np.float32(NONLINEARITIES[nonlinearity] / math.sqrt(fan)))
+
+
+_SEEDED_WEIGHTS: dict[tuple, Tensor] = {}
+_SEEDED_CACHE_SIZE = 16
+
+
+def seeded_weight(seed: int, layer: int, shape: tuple[int, int], scale: float, dtype: torch.dtype = torch.float32,
+                  device: torch.device | str = "cpu") -> Tensor:
+    """The (N, K) weight ±scale of stream (seed, layer) on the host path (cached: the reference bodies reuse it).
+
+    Equals ``random.init_weight(shape, "signed_constant", seed, layer, ...)`` bit for bit when ``scale`` is
+    :func:`signed_constant_scale` of that layer.
+    """
+    from .random import STREAM_WEIGHT, sign_bits
+
+    key = (seed, layer, tuple(shape), float(scale), dtype, str(device))
+    w = _SEEDED_WEIGHTS.get(key)
+    if w is None:
+        neg = torch.from_numpy(sign_bits(seed, layer, STREAM_WEIGHT, shape[0], shape[1]))
+        c = torch.tensor(float(scale), dtype=torch.float32)
+        w = torch.where(neg, -c, c).to(device=device, dtype=dtype)
+        if len(_SEEDED_WEIGHTS) >= _SEEDED_CACHE_SIZE:
+            _SEEDED_WEIGHTS.pop(next(iter(_SEEDED_WEIGHTS)))
+        _SEEDED_WEIGHTS[key] = w
+    return w
+
+
+def _stream(seed: int, layer: int) -> int:
+    from .random import STREAM_WEIGHT, stream_seed
+
+    return stream_seed(seed, layer, STREAM_WEIGHT)
+
+
+def _unit_weight(sign_bits: Tensor, mask_bits: Tensor, n: int, k: int, scale: float) -> Tensor:
+    """fp32 (N, K) W ⊙ M = where(M, ±scale, 0) from packed words (reference path only)."""
+    neg = unpack_bits(sign_bits, (n, k))
+    keep = unpack_bits(mask_bits, (n, k))
+    c = torch.tensor(float(scale), dtype=torch.float32, device=sign_bits.device)
+    return torch.where(keep, torch.where(neg, -c, c), torch.zeros((), device=sign_bits.device))
+
+
+@torch.library.custom_op("strongticket::packed_linear", mutates_args=())
+def packed_linear(x: Tensor, sign_bits: Tensor, mask_bits: Tensor, scale: float, bias: Tensor | None) -> Tensor:
+    """y = scale · x (Σ ⊙ M)ᵀ + b from int32 words (N, ⌈K/32⌉): sign (1 = negative) and keep bits."""
+    n, k = mask_bits.shape[0], x.shape[-1]
+    if _use_triton(x, bias):
+        x2 = x.reshape(-1, k).contiguous()
+        y = _kernels("packed_gemm").packed_linear(x2, mask_bits.contiguous(), scale, sign_bits=sign_bits.contiguous(),
+                                                  bias=bias, input_precision=_INPUT_PRECISION)
+        return y.view(*x.shape[:-1], n)
+    b = None if bias is None else bias.to(x.dtype)
+    return F.linear(x, _unit_weight(sign_bits, mask_bits, n, k, scale).to(x.dtype), b)
+
+
+@packed_linear.register_fake
+def _(x, sign_bits, mask_bits, scale, bias):
+    return x.new_empty((*x.shape[:-1], mask_bits.shape[0]))
+
+
+@torch.library.custom_op("strongticket::seeded_packed_linear", mutates_args=())
+def seeded_packed_linear(x: Tensor, mask_bits: Tensor, seed: int, layer: int, scale: float,
+                         bias: Tensor | None) -> Tensor:
+    """:func:`packed_linear` with the sign bits regenerated from (seed, layer): 1 bit per weight + the seed."""
+    n, k = mask_bits.shape[0], x.shape[-1]
+    if _use_triton(x, bias):
+        x2 = x.reshape(-1, k).contiguous()
+        y = _kernels("packed_gemm").packed_linear(x2, mask_bits.contiguous(), scale, seed=_stream(seed, layer),
+                                                  bias=bias, input_precision=_INPUT_PRECISION)
+        return y.view(*x.shape[:-1], n)
+    keep = unpack_bits(mask_bits, (n, k))
+    w = seeded_weight(seed, layer, (n, k), scale, torch.float32, x.device) * keep
+    b = None if bias is None else bias.to(x.dtype)
+    return F.linear(x, w.to(x.dtype), b)
+
+
+@seeded_packed_linear.register_fake
+def _(x, mask_bits, seed, layer, scale, bias):
+    return x.new_empty((*x.shape[:-1], mask_bits.shape[0]))
+
+
+@torch.library.custom_op("strongticket::seeded_linear", mutates_args=())
+def seeded_linear(x: Tensor, scores: Tensor, mask: Tensor, bias: Tensor | None, seed: int, layer: int, scale: float,
+                  weight_dtype: torch.dtype) -> Tensor:
+    """:func:`masked_linear` with W = ±scale of stream (seed, layer) in ``weight_dtype`` never stored; ``scores``
+    (N, K) give the shape and route dS = (dyᵀx) ⊙ W ⊙ sign(S)."""
+    n, k = scores.shape
+    if _use_triton(x, bias) and weight_dtype in _FLOATS:
+        x2 = x.reshape(-1, k)
+        y, _ = _kernels("seeded").seeded_linear_forward(
+            x2, _stream(seed, layer), scale, n, weight_dtype=weight_dtype, mask=_as_mask_arg(mask), bias=bias,
+            input_precision=_INPUT_PRECISION)
+        return y.view(*x.shape[:-1], n)
+    b = None if bias is None else bias.to(x.dtype)
+    w = seeded_weight(seed, layer, (n, k), scale, weight_dtype, x.device)
+    return F.linear(x, _masked_weight(w, mask, x.dtype), b)
+
+
+@seeded_linear.register_fake
+def _(x, scores, mask, bias, seed, layer, scale, weight_dtype):
+    return x.new_empty((*x.shape[:-1], scores.shape[0]))
+
+
+@torch.library.custom_op("strongticket::seeded_linear_dx", mutates_args=())
+def seeded_linear_dx(dy: Tensor, mask: Tensor, seed: int, layer: int, scale: float, in_features: int,
+                     weight_dtype: torch.dtype) -> Tensor:
+    """dx = dy (W ⊙ M), W regenerated; ``mask``: bool (N, K) or int32 words (N, ⌈K/32⌉)."""
+    n, k = dy.shape[-1], in_features
+    if _use_triton(dy) and weight_dtype in _FLOATS:
+        dx = _kernels("seeded").seeded_linear_dx(
+            dy.reshape(-1, n), _stream(seed, layer), scale, k, weight_dtype=weight_dtype, mask=_as_mask_arg(mask),
+            input_precision=_INPUT_PRECISION)
+        return dx.view(*dy.shape[:-1], k)
+    if mask.dtype != torch.bool:
+        mask = unpack_bits(mask, (n, k))
+    return dy @ _masked_weight(seeded_weight(seed, layer, (n, k), scale, weight_dtype, dy.device), mask, dy.dtype)
+
+
+@seeded_linear_dx.register_fake
+def _(dy, mask, seed, layer, scale, in_features, weight_dtype):
+    return dy.new_empty((*dy.shape[:-1], in_features))
+
+
+@torch.library.custom_op("strongticket::seeded_linear_dscores", mutates_args=())
+def seeded_linear_dscores(dy: Tensor, x: Tensor, scores: Tensor, seed: int, layer: int, scale: float,
+                          weight_dtype: torch.dtype) -> Tensor:
+    """dS = (dyᵀ x) ⊙ W ⊙ sign(S) over the flattened batch, W regenerated; dense, pruned edges included."""
+    dy2 = dy.reshape(-1, dy.shape[-1])
+    x2 = x.reshape(-1, x.shape[-1])
+    if _use_triton(dy, x, scores) and scores.dtype == torch.float32 and weight_dtype in _FLOATS:
+        return _kernels("seeded").seeded_linear_dscores(
+            dy2, x2, _stream(seed, layer), scale, scores.contiguous(), weight_dtype=weight_dtype,
+            input_precision=_INPUT_PRECISION)
+    w = seeded_weight(seed, layer, tuple(scores.shape), scale, weight_dtype, scores.device)
+    g = dy2.t().to(scores.dtype) @ x2.to(scores.dtype)
+    return g * w.to(scores.dtype) * torch.sign(scores)
+
+
+@seeded_linear_dscores.register_fake
+def _(dy, x, scores, seed, layer, scale, weight_dtype):
+    return torch.empty_like(scores)
+
+
+def _seeded_setup_context(ctx, inputs, output):
+    x, scores, mask, bias, seed, layer, scale, weight_dtype = inputs
+    ctx.save_for_backward(x, scores, mask)
+    ctx.seeded = (seed, layer, scale, weight_dtype)
+    ctx.has_bias = bias is not None
+
+
+def _seeded_backward(ctx, dy):
+    x, scores, mask = ctx.saved_tensors
+    seed, layer, scale, weight_dtype = ctx.seeded
+    dx = dscores = dbias = None
+    if ctx.needs_input_grad[0]:
+        dx = seeded_linear_dx(dy, mask, seed, layer, scale, x.shape[-1], weight_dtype)
+    if ctx.needs_input_grad[1]:
+        dscores = seeded_linear_dscores(dy, x, scores, seed, layer, scale, weight_dtype)
+    if ctx.has_bias and ctx.needs_input_grad[3]:
+        dbias = dy.reshape(-1, dy.shape[-1]).sum(0)
+    return dx, dscores, None, dbias, None, None, None, None
+
+
+seeded_linear.register_autograd(_seeded_backward, setup_context=_seeded_setup_context)
