@@ -5,6 +5,7 @@
     strongticket search ... --seeds 0,1,2          (several seeds, mean ± std)
     strongticket eval runs/<run>/ticket.safetensors [--json] [--device auto|cpu|cuda] [--sanity shuffle]
     strongticket report runs/a runs/b ... [--out report]
+    torchrun --nproc_per_node=N -m strongticket search ...   (data parallel; rank 0 prints and writes files)
 
 A bad value prints one line (``strongticket: error: density must be in (0, 1], got 1.5``) and exits with 2;
 ``STRONGTICKET_DEBUG=1`` shows the traceback instead.
@@ -26,6 +27,7 @@ __all__ = ["main"]
 def _search(ns: argparse.Namespace) -> int:
     import dataclasses
 
+    from . import distributed
     from .backend import backend_name, resolve_device
     from .config import config_from_args, model_label
     from .report import mean_std
@@ -37,10 +39,13 @@ def _search(ns: argparse.Namespace) -> int:
         if "seed" in vars(ns):
             raise ValueError("give either --seed or --seeds, not both")
         seeds = _int_list("seeds", ns.seeds)
-    device = resolve_device(cfg.device)
-    print(f"strongticket search: {cfg.algo} on {cfg.data}, {model_label(cfg)}, density {cfg.density:g} "
+    device = distributed.init_from_env(resolve_device(cfg.device))  # under torchrun: join the process group
+    world = distributed.world_size()
+    say = print if distributed.is_main() else (lambda *args, **kwargs: None)  # only rank 0 speaks
+    say(f"strongticket search: {cfg.algo} on {cfg.data}, {model_label(cfg)}, density {cfg.density:g} "
           f"({cfg.scope}), init {cfg.init}, seed{'s' if len(seeds) > 1 else ''} {','.join(map(str, seeds))}, "
-          f"device {device}, backend {backend_name(device)}")
+          f"device {device}, backend {backend_name(device)}"
+          + (f", {world} processes (batch {cfg.batch_size} split across them)" if world > 1 else ""))
     results = []
     for seed in seeds:
         run = dataclasses.replace(cfg, seed=seed)
@@ -48,18 +53,19 @@ def _search(ns: argparse.Namespace) -> int:
             run = dataclasses.replace(run, out=str(Path(cfg.out) / f"seed-{seed}"))
         folder = run_dir(run)
         resumed = (folder / "checkpoint.pt").exists() or (folder / "summary.json").exists()
-        print(f"run folder: {folder}" + ("  (resuming)" if resumed else ""))
+        say(f"run folder: {folder}" + ("  (resuming)" if resumed else ""))
         summary = run_search(run)
         results.append(summary)
-        print(f"{'seed ' + str(seed) + ': ' if len(seeds) > 1 else ''}test acc {summary['test_acc']:.4f}  "
+        say(f"{'seed ' + str(seed) + ': ' if len(seeds) > 1 else ''}test acc {summary['test_acc']:.4f}  "
               f"val acc {summary['val_acc']:.4f} (epoch {summary['best_epoch']})  "
               f"kept {summary['kept_weights']:,}/{summary['total_weights']:,} weights "
               f"(density {summary['density']:.4f})  {summary['seconds']:.1f} s")
-        print(f"ticket: {folder / 'ticket.safetensors'}")
+        say(f"ticket: {folder / 'ticket.safetensors'}")
     if len(seeds) > 1:
         t_mean, t_std = mean_std([r["test_acc"] for r in results])
         v_mean, v_std = mean_std([r["val_acc"] for r in results])
-        print(f"over {len(seeds)} seeds: test acc {t_mean:.4f} ± {t_std:.4f}  val acc {v_mean:.4f} ± {v_std:.4f}")
+        say(f"over {len(seeds)} seeds: test acc {t_mean:.4f} ± {t_std:.4f}  val acc {v_mean:.4f} ± {v_std:.4f}")
+    distributed.shutdown()
     return 0
 
 
@@ -113,6 +119,14 @@ def _eval_theory(ns: argparse.Namespace) -> int:
     return 0
 
 
+def _export(ns: argparse.Namespace) -> int:
+    from .export import export
+
+    path = export(ns.ticket, ns.out, ns.format, dtype=ns.dtype, signs=ns.signs, data_root=ns.data_root)
+    print(f"{ns.format} export: {path} ({path.stat().st_size:,} bytes)")
+    return 0
+
+
 def _report(ns: argparse.Namespace) -> int:
     from .report import write_report
 
@@ -144,6 +158,19 @@ def _parser() -> argparse.ArgumentParser:
                     help="break the ticket the way the literature's sanity checks do: shuffle each layer's mask, "
                          "re-draw the weights with another seed, or keep the lowest scores (needs --save-scores)")
     ev.set_defaults(run=_eval)
+    exp = sub.add_parser("export", help="export a ticket: packed bits, dense module, prune form or state_dict",
+                         description="Write a ticket in an inference format; every format gives the same logits "
+                                     "(up to dtype). packed: 2 bits per weight (sign + keep) or 1 bit + seed.")
+    exp.add_argument("ticket", help="path to ticket.safetensors")
+    exp.add_argument("--format", default="packed", choices=("packed", "dense", "prune", "state_dict"),
+                     help="packed (weightless kernels), dense (baked nn.Module, torch.save), prune "
+                          "(torch.nn.utils.prune form), state_dict (safetensors) (default: packed)")
+    exp.add_argument("--out", help="output path (default: beside the ticket, with the format's suffix)")
+    exp.add_argument("--dtype", default="fp32", choices=("bf16", "fp32"), help="dense/prune/state_dict dtype")
+    exp.add_argument("--signs", default="bits", choices=("bits", "seed"),
+                     help="packed: store the sign bits (2 bits per weight) or regenerate them from the seed (1 bit)")
+    exp.add_argument("--data-root", help="folder with the data files (default: the one the run used)")
+    exp.set_defaults(run=_export)
     rep = sub.add_parser("report", help="markdown table and plots from finished runs",
                          description="Draw accuracy curves and per-layer densities (PNG, needs matplotlib) and a "
                                      "markdown table from the runs' logs.")

@@ -128,3 +128,18 @@ def test_tensorboard_logging_or_a_clear_error(tmp_path, capsys):
         assert "tensorboard must be installed for --tensorboard: pip install tensorboard" in capsys.readouterr().err
     else:
         assert code == 0 and any((tmp_path / "tensorboard").iterdir())
+
+
+def test_export_command_writes_formats_and_reports_bad_files_in_one_line(tmp_path, capsys):
+    assert main(["search", *FAST, "--out", str(tmp_path)]) == 0
+    ticket = tmp_path / "ticket.safetensors"
+    capsys.readouterr()
+    for fmt in ("packed", "state_dict"):
+        out_path = tmp_path / f"t.{fmt}"
+        assert main(["export", str(ticket), "--format", fmt, "--out", str(out_path)]) == 0
+        assert capsys.readouterr().out.startswith(f"{fmt} export: {out_path}") and out_path.stat().st_size > 0
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(ticket.read_bytes()[:100])
+    assert main(["export", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("strongticket: error: ") and err.count("\n") == 1

@@ -11,7 +11,8 @@ from the training data with a fixed permutation: the search selects its epoch on
 test accuracy once, at the end. Images stay uint8 in memory and are normalized per batch; training batches of
 CIFAR get the standard augmentation (random crop with 4 pixels of zero padding, horizontal flip). Batch order and
 augmentation of epoch e come from Philox words of (data_seed, e): independent of the weight seed, reproducible on
-resume without saving any generator state.
+resume without saving any generator state. Under torchrun, each rank takes its strided share of every global
+batch (``batches(..., rank=, world_size=)``), so the ranks together see the batches of a single process.
 """
 
 from __future__ import annotations
@@ -118,9 +119,18 @@ def _stats_of(x: Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
 
 
 def batches(split: Split, batch_size: int, *, seed: int | None = None, epoch: int = 0,
-            augment: bool = False) -> Iterator[Split]:
+            augment: bool = False, rank: int = 0, world_size: int = 1) -> Iterator[Split]:
     """Mini-batches of ``split`` as float32; shuffled by Philox(seed, epoch) when ``seed`` is given, else in order;
-    augmented (crop + flip, when the split has ``crop_padding``) only when ``augment`` and ``seed`` are given."""
+    augmented (crop + flip, when the split has ``crop_padding``) only when ``augment`` and ``seed`` are given.
+
+    With ``world_size`` > 1, ``batch_size`` is the global batch and rank ``rank`` gets its examples rank,
+    rank + world_size, … (what a DistributedSampler hands out when batch_size is a multiple of world_size),
+    augmented exactly as in the global batch: together the ranks see the single-process batches, step by step.
+    """
+    if isinstance(world_size, bool) or not isinstance(world_size, int) or world_size < 1:
+        raise ValueError(f"world_size must be a positive integer, got {world_size!r}")
+    if isinstance(rank, bool) or not isinstance(rank, int) or not 0 <= rank < world_size:
+        raise ValueError(f"rank must be an integer in [0, {world_size - 1}], got {rank!r}")
     n = len(split)
     order = None if seed is None else torch.from_numpy(permutation(seed, n, layer=epoch)).to(split.x.device)
     for step, start in enumerate(range(0, n, batch_size)):
@@ -128,6 +138,8 @@ def batches(split: Split, batch_size: int, *, seed: int | None = None, epoch: in
         x, labels = split.x[idx], split.labels[idx]
         if augment and seed is not None and split.crop_padding:
             x = random_crop_flip(x, padding=split.crop_padding, seed=seed, epoch=epoch, step=step)
+        if world_size > 1:
+            x, labels = x[rank::world_size], labels[rank::world_size]
         if split.mean is not None:
             x = normalize(x, split.mean, split.std)
         yield Split(x, labels)

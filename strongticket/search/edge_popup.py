@@ -8,7 +8,14 @@ split is evaluated once, at the end, on the selected masks.
 A run folder holds ``config.json`` (resolved), ``metrics.jsonl`` (one line per epoch, append-only),
 ``checkpoint.pt`` (written atomically after every epoch), ``ticket.safetensors``, ``summary.json`` and
 ``report.md``. Running the same config again resumes from the checkpoint and ends with the same mask, bit for
-bit, as an uninterrupted run; a finished run is reported again without recomputation.
+bit, as an uninterrupted run; a finished run is reported again without recomputation. Every epoch logs
+``mask_sha256``, the SHA-256 of all masks, so two runs can be compared epoch by epoch.
+
+Under torchrun (``torchrun --nproc_per_node=N -m strongticket search ...``; see :mod:`strongticket.distributed`)
+every rank runs this same function on its share of each global batch of ``batch_size`` examples, the model under
+DistributedDataParallel. Rank 0 alone reads and writes the run folder (the others receive the checkpoint and the
+summary from it, so a resume needs no shared file system) and prints; all ranks check once per epoch that they
+hold the same masks and scores.
 """
 
 from __future__ import annotations
@@ -25,9 +32,10 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from .. import distributed
 from ..backend import backend_name, resolve_device
 from ..config import SearchConfig, model_label
-from ..data.splits import Splits, batches, load_splits
+from ..data.splits import Split, Splits, batches, load_splits
 from ..evaluate import evaluate
 from ..models import model_from_config
 from ..nn import MaskedLayer, masked_layers, other_state, trainable_state
@@ -79,14 +87,32 @@ def run_search(
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
     progress: bool | None = None,
 ) -> dict[str, Any]:
-    """Run (or resume, or re-report) the search described by ``cfg``; returns the summary."""
+    """Run (or resume, or re-report) the search described by ``cfg``; returns the summary (on every rank)."""
     folder = run_dir(cfg)
-    _prepare_folder(folder, cfg)
     summary_path = folder / "summary.json"
     ckpt_path = folder / "checkpoint.pt"
-    if summary_path.exists():  # finished: report again, recompute nothing
-        return json.loads(summary_path.read_text())
-    device = resolve_device(cfg.device)
+    rank, world = distributed.rank(), distributed.world_size()
+    main = rank == 0
+    if cfg.batch_size < world:
+        raise ValueError(f"batch_size (the global batch) must be in [{world}, 1048576] on {world} processes, "
+                         f"got {cfg.batch_size}")
+
+    def read_folder() -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        _prepare_folder(folder, cfg)
+        if summary_path.exists():  # finished: report again, recompute nothing
+            return json.loads(summary_path.read_text()), None
+        if not ckpt_path.exists():
+            return None, None
+        state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        if state.get("version") != _CHECKPOINT_VERSION or state.get("digest") != cfg.digest():
+            raise ValueError(f"{ckpt_path}: checkpoint belongs to another config or version; remove it to restart")
+        _catch_up_metrics(folder / "metrics.jsonl", state["history"])
+        return None, state
+
+    finished, state = distributed.on_main(read_folder)
+    if finished is not None:
+        return finished
+    device = distributed.local_device(resolve_device(cfg.device))
     backend = backend_name(device)
 
     splits: Splits = load_splits(cfg.data, val_fraction=cfg.val_fraction, root=cfg.data_root)
@@ -94,6 +120,8 @@ def run_search(
     model = model_from_config(cfg, splits.input_shape, splits.num_classes).to(device)
     layers = masked_layers(model)
     frozen_sha = weights_sha256(layers)
+    train_model = distributed.wrap_model(model, device)  # DDP under torchrun, else the model itself
+    model = getattr(train_model, "module", train_model)  # SyncBatchNorm may have replaced its top module
     scored = [p for layer in layers for p in (layer.scores, layer.bias_scores) if p is not None]
     scored_ids = {id(p) for p in scored}
     others = [p for p in model.parameters() if p.requires_grad and id(p) not in scored_ids]  # --learn-bn
@@ -106,40 +134,48 @@ def run_search(
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: 0.5 * (1.0 + math.cos(math.pi * step / total_steps))
     )
-    writer = _tensorboard(folder) if cfg.tensorboard else None
+    writer = _tensorboard(folder) if cfg.tensorboard and main else None
 
     start_epoch, history, best, elapsed = 0, [], None, 0.0
     prev_masks = [layer.mask.clone() for layer in layers]
-    if ckpt_path.exists():
-        state = torch.load(ckpt_path, map_location=device, weights_only=True)
-        if state.get("version") != _CHECKPOINT_VERSION or state.get("digest") != cfg.digest():
-            raise ValueError(f"{ckpt_path}: checkpoint belongs to another config or version; remove it to restart")
+    if state is not None:
+        state = _to_device(state, device)
         model.load_state_dict(state["trainable"], strict=False)
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
         start_epoch, history, best, elapsed = state["epoch"], state["history"], state["best"], state["seconds"]
         prev_masks = state["last_masks"]
-        _catch_up_metrics(folder / "metrics.jsonl", history)
 
+    val_share = val.take(torch.arange(rank, len(val), world, device=device)) if world > 1 else val
     bar = tqdm(range(start_epoch, cfg.epochs), initial=start_epoch, total=cfg.epochs, desc="search",
-               unit="epoch", disable=(not progress) if progress is not None else None, leave=False)
+               unit="epoch", disable=True if not main else (not progress) if progress is not None else None,
+               leave=False)
     for epoch in bar:
         t0 = time.perf_counter()
-        model.train()
+        train_model.train()
         loss_sum, correct = 0.0, 0
-        for b in batches(train, cfg.batch_size, seed=cfg.data_seed, epoch=epoch, augment=cfg.augment):
-            logits = model(b.x)
-            loss = F.cross_entropy(logits, b.labels)
+        for step, b in enumerate(batches(train, cfg.batch_size, seed=cfg.data_seed, epoch=epoch,
+                                         augment=cfg.augment, rank=rank, world_size=world)):
+            logits = train_model(b.x)
+            global_count = min(cfg.batch_size, len(train) - step * cfg.batch_size)  # the last batch may be short
+            loss, batch_loss_sum = _loss(logits, b.labels, world, global_count)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             schedule.step()
-            loss_sum += float(loss.detach()) * b.labels.shape[0]
+            loss_sum += batch_loss_sum
             correct += int((logits.detach().argmax(1) == b.labels).sum())
+        if world > 1:
+            loss_sum, correct = distributed.all_reduce_sum([loss_sum, correct])
+            correct = round(correct)
         if not all(torch.isfinite(p).all() for p in scored):
             raise FloatingPointError(f"scores became non-finite in epoch {epoch + 1}; lower --lr (got {cfg.lr})")
-        val_acc, val_loss = evaluate(model, val)
+        val_acc, val_loss = evaluate(model, val) if world == 1 else _evaluate_shared(model, val_share, len(val))
         masks_now = [layer.mask.clone() for layer in layers]
+        mask_sha = distributed.tensors_sha256(masks_now + [layer.bias_mask for layer in layers])
+        if world > 1:
+            distributed.check_agreement({"masks": mask_sha, "scores": distributed.tensors_sha256(scored + others)},
+                                        f"after epoch {epoch + 1}")
         flips = sum(int((a != b).sum()) for a, b in zip(masks_now, prev_masks))
         prev_masks = masks_now
         record = {
@@ -150,6 +186,7 @@ def run_search(
             "val_acc": val_acc,
             "lr": optimizer.param_groups[0]["lr"],
             "flip_rate": flips / sum(m.numel() for m in masks_now),
+            "mask_sha256": mask_sha,
             **_layer_stats(layers),
             "score_histogram": _score_histogram(layers),
             "seconds": time.perf_counter() - t0,
@@ -160,14 +197,15 @@ def run_search(
                     "scores": [s.detach().clone() for s in scored] if cfg.save_scores else None}
         history.append(record)
         elapsed += record["seconds"]
-        _save_checkpoint(ckpt_path, {
-            "version": _CHECKPOINT_VERSION, "digest": cfg.digest(), "epoch": epoch + 1,
-            "trainable": trainable_state(model), "optimizer": optimizer.state_dict(),
-            "schedule": schedule.state_dict(), "history": history, "best": best, "last_masks": masks_now,
-            "seconds": elapsed,
-        })
-        with open(folder / "metrics.jsonl", "a") as fh:
-            fh.write(json.dumps(record) + "\n")
+        if main:
+            _save_checkpoint(ckpt_path, {
+                "version": _CHECKPOINT_VERSION, "digest": cfg.digest(), "epoch": epoch + 1,
+                "trainable": trainable_state(model), "optimizer": optimizer.state_dict(),
+                "schedule": schedule.state_dict(), "history": history, "best": best, "last_masks": masks_now,
+                "seconds": elapsed,
+            })
+            with open(folder / "metrics.jsonl", "a") as fh:
+                fh.write(json.dumps(record) + "\n")
         if writer is not None:
             for key in ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "flip_rate", "density"):
                 writer.add_scalar(key, record[key], epoch + 1)
@@ -181,7 +219,16 @@ def run_search(
 
     if weights_sha256(layers) != frozen_sha:
         raise RuntimeError("frozen weights changed during the search; this is a bug in strongticket")
-    # Select the best validation epoch, then look at the test split once.
+    return distributed.on_main(lambda: _finish(cfg, model, layers, scored, best, history, test, folder, {
+        "seconds": round(elapsed, 3), "backend": backend, "device": str(device), "seed": cfg.seed,
+        "weights_sha256": frozen_sha, "world_size": world, "run_dir": str(folder),
+    }))
+
+
+def _finish(cfg: SearchConfig, model: torch.nn.Module, layers: list[MaskedLayer], scored: list[torch.Tensor],
+            best: dict[str, Any], history: list[dict[str, Any]], test: Split, folder: Path,
+            facts: dict[str, Any]) -> dict[str, Any]:
+    """Select the best validation epoch, look at the test split once, write ticket, summary and report."""
     with torch.no_grad():
         model.load_state_dict(best["other"], strict=False)
         for layer, mask, bias_mask in zip(layers, best["masks"], best["bias_masks"]):
@@ -197,17 +244,44 @@ def run_search(
         "best_epoch": best["epoch"],
         "epochs": cfg.epochs,
         **_layer_stats(layers),
-        "seconds": round(elapsed, 3),
-        "backend": backend,
-        "device": str(device),
-        "seed": cfg.seed,
-        "weights_sha256": frozen_sha,
-        "run_dir": str(folder),
+        **facts,
     }
     save_ticket(folder / "ticket.safetensors", model, cfg.to_dict(), summary, save_scores=cfg.save_scores)
-    summary_path.write_text(json.dumps(summary, indent=2) + "\n")
+    (folder / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     (folder / "report.md").write_text(_report(cfg, summary, history))
     return summary
+
+
+def _loss(logits: torch.Tensor, labels: torch.Tensor, world: int, global_count: int) -> tuple[torch.Tensor, float]:
+    """The loss to back-propagate and the sum of this rank's per-example cross-entropies.
+
+    One process: the batch mean. R ranks: (R / B) Σ_shard CE over this rank's share of a global batch of B, which
+    DDP's average over the ranks turns into the gradient of the global batch's mean.
+    """
+    if world == 1:
+        loss = F.cross_entropy(logits, labels)
+        return loss, float(loss.detach()) * labels.shape[0]
+    total = F.cross_entropy(logits, labels, reduction="sum")
+    return total * (world / global_count), float(total.detach())
+
+
+def _evaluate_shared(model: torch.nn.Module, share: Split, total: int) -> tuple[float, float]:
+    """(accuracy, mean cross-entropy) over a split of ``total`` examples, of which this rank evaluates ``share``;
+    every rank gets the same numbers, so every rank selects the same best epoch."""
+    acc, loss = evaluate(model, share) if len(share) else (0.0, 0.0)
+    correct, loss_sum = distributed.all_reduce_sum([acc * len(share), loss * len(share)])
+    return round(correct) / total, loss_sum / total
+
+
+def _to_device(obj: Any, device: torch.device) -> Any:
+    """``obj`` (nested dicts, lists, tuples) with every tensor moved to ``device``."""
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device)
+    if isinstance(obj, dict):
+        return {k: _to_device(v, device) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_device(v, device) for v in obj)
+    return obj
 
 
 def _score_histogram(layers: list[MaskedLayer], bins: int = 20) -> dict[str, Any]:
