@@ -177,9 +177,11 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run folders")
     rep.add_argument("--out", default="report", help="folder for report.md and the plots (default: report)")
     rep.set_defaults(run=_report)
+    from .planted.cli import add_plant_parser
     from .theory.cli import add_theory_parser
 
     add_theory_parser(sub)
+    add_plant_parser(sub)
     return parser
 
 

@@ -143,3 +143,11 @@ def test_export_command_writes_formats_and_reports_bad_files_in_one_line(tmp_pat
     assert main(["export", str(bad)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("strongticket: error: ") and err.count("\n") == 1
+
+
+def test_plant_command_prints_exact_planted_counts(capsys):
+    assert main(["plant", "--task", "relu", "--depth", "3", "--width", "100", "--quick"]) == 0
+    out = capsys.readouterr().out
+    assert "total  :      2 /    200  density 0.0100" in out
+    assert main(["plant", "--task", "spiral"]) == 2
+    assert "task must be one of circle, relu, helix, got 'spiral'" in capsys.readouterr().err

@@ -1,0 +1,115 @@
+"""``strongticket plant``: build a planted network and print its ground truth.
+
+    strongticket plant --task circle|relu|helix [--depth 5] [--width 100] [--seed 0] [--quick] [--json]
+                       [--masks FOUND.npz]
+
+Prints the planted weights and density per layer and in total (weights only, as the paper), and the planted
+ticket's test metric (accuracy / MSE) in float64 and through strongticket's MaskedLinear layers (float32).
+``--masks`` takes an ``.npz`` with arrays ``mask0 .. mask{L-1}`` (bool, (n_out, n_in)) and adds their recovery
+metrics and task metric. ``--quick`` uses n = 2,000 samples. ``add_plant_parser(subparsers)`` registers it;
+a bad value raises a one-line ValueError (``cli.main`` prints it and exits 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .plant import Planted, plant_task, planted_model
+from .recovery import has_path, mask_recovery, planted_path_survives, task_metric, task_metric_name
+from .targets import TASKS
+from .tasks import make_task
+
+__all__ = ["add_plant_parser", "plant_report"]
+
+
+def _masked_metric(p: Planted, masks: list[np.ndarray], x: np.ndarray, y: np.ndarray) -> float:
+    """Task metric of the mother net under ``masks`` (all biases kept), outputs divided by the planted scale."""
+    h = x
+    for i, (w, b) in enumerate(zip(p.weights, p.biases, strict=True)):
+        h = h @ (w * masks[i]).T + b
+        if i < len(p.weights) - 1:
+            h = np.maximum(h, 0.0)
+    return task_metric(p.task, h / p.scale, y)
+
+
+def _load_masks(path: str, p: Planted) -> list[np.ndarray]:
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"masks file not found: {path}")
+    with np.load(path) as z:
+        missing = [f"mask{i}" for i in range(len(p.masks)) if f"mask{i}" not in z]
+        if missing:
+            raise ValueError(f"masks file must hold mask0..mask{len(p.masks) - 1}, missing {', '.join(missing)}")
+        return [z[f"mask{i}"].astype(bool) for i in range(len(p.masks))]
+
+
+def plant_report(task: str, depth: int, width: int, seed: int, *, quick: bool = False,
+                 masks_path: str | None = None) -> dict[str, Any]:
+    """Everything ``strongticket plant`` prints, as a dict."""
+    p = plant_task(task, depth, width, seed)
+    data = make_task(task, seed=seed, n=2_000 if quick else 10_000)
+    model = planted_model(p)
+    with torch.no_grad():
+        out32 = model(torch.from_numpy(data.x_test).float()).double().numpy()
+    report: dict[str, Any] = {
+        "task": task, "depth": depth, "width": width, "seed": seed, "widths": list(p.widths),
+        "layers": [{"layer": i, "planted": k, "total": n, "density": k / n}
+                   for i, (k, n) in enumerate(zip(p.planted_counts, p.total_counts))],
+        "planted": sum(p.planted_counts), "total": sum(p.total_counts), "density": p.density,
+        "fallbacks": p.fallbacks, "scale": p.scale.tolist(), "metric": task_metric_name(task),
+        "test_size": len(data.y_test),
+        "test_metric_float64": task_metric(task, p.forward(data.x_test) / p.scale, data.y_test),
+        "test_metric_float32": task_metric(task, out32 / p.scale, data.y_test),
+    }
+    if masks_path is not None:
+        found = _load_masks(masks_path, p)
+        report["recovery"] = [r.as_dict() for r in mask_recovery(found, p.masks)]
+        report["planted_path_survives"] = planted_path_survives(found, p.masks)
+        report["has_path"] = has_path(found)
+        report["found_test_metric"] = _masked_metric(p, found, data.x_test, data.y_test)
+    return report
+
+
+def _print(r: dict[str, Any]) -> None:
+    print(f"planted {r['task']} ticket in widths {r['widths']} (depth {r['depth']}, seed {r['seed']})")
+    for layer in r["layers"]:
+        print(f"  layer {layer['layer']}: {layer['planted']:>6} / {layer['total']:>6}  density {layer['density']:.4f}")
+    print(f"  total  : {r['planted']:>6} / {r['total']:>6}  density {r['density']:.4f}  (fallbacks {r['fallbacks']})")
+    print(f"  planted ticket test {r['metric']} (n={r['test_size']}): float64 {r['test_metric_float64']:.6g}, "
+          f"MaskedLinear float32 {r['test_metric_float32']:.6g}")
+    if "recovery" in r:
+        for rec in r["recovery"]:
+            print(f"  found layer {rec['layer']}: precision {rec['precision']:.4f} recall {rec['recall']:.4f} "
+                  f"jaccard {rec['jaccard']:.4f}")
+        print(f"  planted path survives: {r['planted_path_survives']}; input-output path: {r['has_path']}; "
+              f"found ticket test {r['metric']}: {r['found_test_metric']:.6g}")
+
+
+def _run(ns: argparse.Namespace) -> int:
+    r = plant_report(ns.task, ns.depth, ns.width, ns.seed, quick=ns.quick, masks_path=ns.masks)
+    if ns.json:
+        print(json.dumps(r))
+    else:
+        _print(r)
+    return 0
+
+
+def add_plant_parser(subparsers: Any) -> None:
+    """Register ``plant`` on an argparse subparsers object."""
+    p = subparsers.add_parser("plant", help="plant a Plant 'n' Seek target ticket into a random network",
+                              description="Circle / ReLU / Helix target tickets planted into a He-initialised "
+                                          "network (Fischer & Burkholz 2022, Algorithm 1).")
+    # the task name is checked by make_target/make_task, which say what is wrong in one line (argparse adds usage)
+    p.add_argument("--task", default="circle", help=f"one of {', '.join(TASKS)} (default: circle)")
+    p.add_argument("--depth", type=int, default=5, help="layers, input layer counted (default: 5)")
+    p.add_argument("--width", type=int, default=100, help="hidden width (default: 100)")
+    p.add_argument("--seed", type=int, default=0, help="mother network and data seed (default: 0)")
+    p.add_argument("--quick", action="store_true", help="2,000 samples instead of 10,000")
+    p.add_argument("--masks", default=None, help=".npz with mask0..mask{L-1}: report their recovery")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(run=_run)
