@@ -27,10 +27,8 @@ file raises :class:`ExportError` with one line. Bytes per weight (n weights, fp3
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
-import struct
 import types
 from pathlib import Path
 from typing import Any
@@ -42,7 +40,7 @@ from torch import Tensor, nn
 from . import ops
 from .convert import _replace, bake, to_torch_prune
 from .nn import MaskedConv2d, MaskedLayer, MaskedLinear, masked_layers, other_state
-from .ticket import TicketError, weights_sha256
+from .ticket import TicketError, data_sha256, read_checked_safetensors, safetensors_header, weights_sha256
 
 __all__ = [
     "EXPORT_FORMATS",
@@ -145,13 +143,6 @@ def _packed_tensors(model: nn.Module, signs: str) -> tuple[dict[str, np.ndarray]
     return tensors, meta
 
 
-def _data_sha256(tensors: dict[str, np.ndarray]) -> str:
-    h = hashlib.sha256()
-    for name in sorted(tensors):
-        h.update(name.encode() + b"\0" + np.ascontiguousarray(tensors[name]).tobytes())
-    return h.hexdigest()
-
-
 def _atomic_write(path: Path, data: bytes) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_bytes(data)
@@ -182,13 +173,13 @@ def export(ticket_path: str | Path, out_path: str | Path | None = None, format: 
     if format == "packed":
         tensors, layers = _packed_tensors(model, signs)
         metadata = {"format": PACKED_FORMAT, **header, "signs": signs, "layers": json.dumps(layers),
-                    "data_sha256": _data_sha256(tensors)}
+                    "data_sha256": data_sha256(tensors)}
         _atomic_write(out, save(tensors, metadata=metadata))
     elif format == "state_dict":
         baked = bake(model).to(_DTYPES[dtype])
         tensors = {k: v.detach().cpu().float().numpy() if v.dtype == torch.bfloat16 else v.detach().cpu().numpy()
                    for k, v in baked.state_dict().items()}
-        metadata = {"format": STATE_DICT_FORMAT, **header, "dtype": dtype, "data_sha256": _data_sha256(tensors)}
+        metadata = {"format": STATE_DICT_FORMAT, **header, "dtype": dtype, "data_sha256": data_sha256(tensors)}
         # safetensors.numpy has no bf16: bf16 values are stored widened to fp32 (exact) and cast back on load
         _atomic_write(out, save(tensors, metadata=metadata))
     else:
@@ -217,47 +208,8 @@ def write_original_checkpoint(ticket_path: str | Path, out_path: str | Path, dat
 # ------------------------------------------------------------------------------------------------ load
 
 
-def _safetensors_header(path: Path) -> tuple[dict[str, Any], int]:
-    if not path.is_file():
-        raise ExportError(f"{path}: exported file not found")
-    size = path.stat().st_size
-    with path.open("rb") as fh:
-        head = fh.read(8)
-        if len(head) < 8:
-            raise ExportError(f"{path}: truncated file ({size} bytes, not even a safetensors header)")
-        (n,) = struct.unpack("<Q", head)
-        if 8 + n > size:
-            raise ExportError(f"{path}: truncated file (header claims {n} bytes, file has {size - 8})")
-        try:
-            header = json.loads(fh.read(n))
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            raise ExportError(f"{path}: corrupted file (header is not valid JSON)") from None
-    if not isinstance(header, dict):
-        raise ExportError(f"{path}: corrupted file (header is not a JSON object)")
-    try:
-        ends = [int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"]
-    except (TypeError, KeyError, IndexError, ValueError):
-        raise ExportError(f"{path}: corrupted file (malformed tensor table)") from None
-    if 8 + n + max(ends, default=0) > size:
-        raise ExportError(f"{path}: truncated file (tensor data ends past the end of the file)")
-    return header, 8 + n
-
-
 def _read_safetensors(path: Path, fmt: str) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    from safetensors import SafetensorError
-    from safetensors.numpy import load
-
-    header, _ = _safetensors_header(path)
-    meta = header.get("__metadata__") or {}
-    if meta.get("format") != fmt:
-        raise ExportError(f"{path}: not a {fmt} file (format {meta.get('format')!r})")
-    try:
-        tensors = load(path.read_bytes())
-    except SafetensorError as e:
-        raise ExportError(f"{path}: corrupted file ({type(e).__name__}: {e})") from None
-    if _data_sha256(tensors) != meta.get("data_sha256"):
-        raise ExportError(f"{path}: corrupted file (tensor bytes do not match their SHA-256)")
-    return tensors, meta
+    return read_checked_safetensors(path, fmt, ExportError, "file")
 
 
 def _skeleton(path: Path, meta: dict[str, Any]) -> nn.Module:
@@ -354,7 +306,7 @@ def load_export(path: str | Path, device: str | torch.device = "cpu") -> nn.Modu
         if not isinstance(blob, dict) or blob.get("format") not in ("strongticket-dense/1", "strongticket-prune/1"):
             raise ExportError(f"{path}: not a strongticket dense/prune export")
         return blob["module"].to(device).eval()
-    header, _ = _safetensors_header(path)
+    header = safetensors_header(path, ExportError, "file")
     fmt = (header.get("__metadata__") or {}).get("format")
     if fmt == PACKED_FORMAT:
         return load_packed(path, device)

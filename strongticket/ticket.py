@@ -33,7 +33,17 @@ from torch import nn
 from .masks import pack_mask, unpack_mask
 from .nn import MaskedLayer, masked_layers, other_state
 
-__all__ = ["TICKET_FORMAT", "TicketError", "Ticket", "save_ticket", "read_ticket", "weights_sha256"]
+__all__ = [
+    "TICKET_FORMAT",
+    "TicketError",
+    "Ticket",
+    "save_ticket",
+    "read_ticket",
+    "data_sha256",
+    "read_checked_safetensors",
+    "safetensors_header",
+    "weights_sha256",
+]
 
 TICKET_FORMAT = "strongticket-ticket/1"
 
@@ -52,7 +62,8 @@ def weights_sha256(layers: Sequence[MaskedLayer]) -> str:
     return h.hexdigest()
 
 
-def _data_sha256(tensors: dict[str, np.ndarray]) -> str:
+def data_sha256(tensors: dict[str, np.ndarray]) -> str:
+    """SHA-256 over every tensor's name and bytes, in name order: what a file's ``data_sha256`` records."""
     h = hashlib.sha256()
     for name in sorted(tensors):
         h.update(name.encode() + b"\0" + np.ascontiguousarray(tensors[name]).tobytes())
@@ -77,7 +88,7 @@ def save_ticket(path: str | Path, model: nn.Module, config: dict[str, Any], summ
         "format": TICKET_FORMAT,
         "config": json.dumps(config, sort_keys=True),
         "layers": json.dumps([{"shape": list(layer.weight.shape), "kept": layer.kept()} for layer in layers]),
-        "data_sha256": _data_sha256(tensors),
+        "data_sha256": data_sha256(tensors),
         "weights_sha256": weights_sha256(layers),
         "summary": json.dumps(summary, sort_keys=True),
     }
@@ -120,54 +131,68 @@ class Ticket:
                 raise TicketError(f"{self.path}: {e}") from None
 
 
-def _header(path: Path) -> tuple[dict[str, Any], int]:
+def safetensors_header(path: Path, error: type[ValueError] = None, noun: str = "ticket") -> dict[str, Any]:
+    """The JSON header of a safetensors file, checked for a missing file, truncation and a malformed table.
+
+    Problems raise ``error`` (default :class:`TicketError`) with one line naming ``path`` and what is wrong.
+    """
+    error = error or TicketError
+    if not path.is_file():
+        raise error(f"{path}: {noun} file not found")
     size = path.stat().st_size
     with path.open("rb") as fh:
         head = fh.read(8)
         if len(head) < 8:
-            raise TicketError(f"{path}: truncated ticket ({size} bytes, not even a safetensors header)")
+            raise error(f"{path}: truncated {noun} ({size} bytes, not even a safetensors header)")
         (n,) = struct.unpack("<Q", head)
         if 8 + n > size:
-            raise TicketError(f"{path}: truncated ticket (header claims {n} bytes, file has {size - 8})")
+            raise error(f"{path}: truncated {noun} (header claims {n} bytes, file has {size - 8})")
         try:
             header = json.loads(fh.read(n))
         except (UnicodeDecodeError, json.JSONDecodeError):
-            raise TicketError(f"{path}: corrupted ticket (header is not valid JSON)") from None
+            raise error(f"{path}: corrupted {noun} (header is not valid JSON)") from None
     if not isinstance(header, dict):
-        raise TicketError(f"{path}: corrupted ticket (header is not a JSON object)")
-    return header, 8 + n
+        raise error(f"{path}: corrupted {noun} (header is not a JSON object)")
+    try:
+        ends = [int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"]
+    except (TypeError, KeyError, IndexError, ValueError):
+        raise error(f"{path}: corrupted {noun} (malformed tensor table)") from None
+    if 8 + n + max(ends, default=0) > size:
+        raise error(f"{path}: truncated {noun} (tensor data ends past the end of the file)")
+    return header
+
+
+def read_checked_safetensors(path: Path, fmt: str, error: type[ValueError] = None, noun: str = "ticket",
+                             ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """Tensors and metadata of a safetensors file of format ``fmt`` whose ``data_sha256`` matches its tensors."""
+    from safetensors import SafetensorError
+    from safetensors.numpy import load
+
+    error = error or TicketError
+    meta = safetensors_header(path, error, noun).get("__metadata__") or {}
+    if meta.get("format") != fmt:
+        raise error(f"{path}: not a {fmt.split('/')[0]} file (format {meta.get('format')!r}, expected {fmt!r})")
+    try:
+        tensors = load(path.read_bytes())
+    except SafetensorError as e:
+        raise error(f"{path}: corrupted {noun} ({type(e).__name__}: {e})") from None
+    if data_sha256(tensors) != meta.get("data_sha256"):
+        raise error(f"{path}: corrupted {noun} (tensor bytes do not match their SHA-256)")
+    return tensors, meta
 
 
 def read_ticket(path: str | Path) -> Ticket:
     """Read and check a ticket; a missing, truncated or corrupted file raises :class:`TicketError` (one line)."""
-    from safetensors import SafetensorError
-    from safetensors.numpy import load
-
     path = Path(path)
-    if not path.is_file():
-        raise TicketError(f"{path}: ticket file not found")
-    header, data_start = _header(path)
+    tensors, meta = read_checked_safetensors(path, TICKET_FORMAT)
     try:
-        ends = [int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"]
-    except (TypeError, KeyError, IndexError, ValueError):
-        raise TicketError(f"{path}: corrupted ticket (malformed tensor table)") from None
-    if data_start + max(ends, default=0) > path.stat().st_size:
-        raise TicketError(f"{path}: truncated ticket (tensor data ends past the end of the file)")
-    meta = header.get("__metadata__") or {}
-    if meta.get("format") != TICKET_FORMAT:
-        raise TicketError(f"{path}: not a strongticket ticket (format {meta.get('format')!r}, "
-                          f"expected {TICKET_FORMAT!r})")
-    try:
-        tensors = load(path.read_bytes())
         config = json.loads(meta["config"])
         layers = json.loads(meta["layers"])
         summary = json.loads(meta.get("summary", "{}"))
         packed = [tensors[f"mask.{i}"] for i in range(len(layers))]
         packed_bias = [tensors.get(f"bias_mask.{i}") for i in range(len(layers))]
-    except (SafetensorError, KeyError, json.JSONDecodeError) as e:
+    except (KeyError, json.JSONDecodeError) as e:
         raise TicketError(f"{path}: corrupted ticket ({type(e).__name__}: {e})") from None
-    if _data_sha256(tensors) != meta.get("data_sha256"):
-        raise TicketError(f"{path}: corrupted ticket (tensor bytes do not match their SHA-256)")
     try:
         masks = [unpack_mask(p, lay["shape"]) for p, lay in zip(packed, layers)]
         bias_masks = [None if p is None else unpack_mask(p, lay["shape"][:1]) for p, lay in zip(packed_bias, layers)]

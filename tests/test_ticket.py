@@ -90,7 +90,7 @@ def test_other_seed_says_weights_do_not_match(ticket_path, tmp_path):
 
 def test_not_a_ticket(ticket_path, tmp_path):
     bad = _rewrite(ticket_path, tmp_path / "t.safetensors", edit_meta=lambda m: m.update(format="other"))
-    with pytest.raises(TicketError, match="not a strongticket ticket"):
+    with pytest.raises(TicketError, match="not a strongticket-ticket file"):
         read_ticket(bad)
 
 

@@ -18,7 +18,6 @@ if DEVICE == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
     pytest.skip("no GPU and triton was imported before TRITON_INTERPRET=1 was set", allow_module_level=True)
 
 pg, sd, ml = (ops._kernels(name) for name in ("packed_gemm", "seeded", "masked_linear"))
-_POISON_INT = -0x21524111  # 0xDEADBEEF
 
 
 def _triton():
@@ -26,18 +25,6 @@ def _triton():
     return interpret_on_cpu() if DEVICE == "cpu" else contextlib.nullcontext()
 
 
-@pytest.fixture
-def poisoned(monkeypatch):
-    """Every torch.empty returns NaN (floats), 0xDEADBEEF (ints) or True (bool): unwritten outputs show."""
-    real_empty = torch.empty
-
-    def empty(*args, **kwargs):
-        t = real_empty(*args, **kwargs)
-        if t.dtype.is_floating_point:
-            return t.fill_(float("nan"))
-        return t.fill_(True) if t.dtype == torch.bool else t.fill_(_POISON_INT)
-
-    monkeypatch.setattr(torch, "empty", empty)
 
 
 def _signed_layer(n, k, seed=3, layer=1, density=0.3, gen_seed=0):
@@ -269,7 +256,7 @@ def test_corrupted_or_truncated_packed_file_is_a_clear_one_line_error(ticket, tm
         assert "\n" not in msg and str(bad) in msg and ("corrupted" in msg or "truncated" in msg), (name, msg)
     with pytest.raises(ex.ExportError, match="not found"):
         ex.load_packed(tmp_path / "missing.packed")
-    with pytest.raises(ex.ExportError, match="not a strongticket-packed/1 file"):
+    with pytest.raises(ex.ExportError, match="not a strongticket-packed file"):
         ex.load_packed(path)  # a ticket is not a packed export
     with pytest.raises(ValueError, match="format must be one of packed, dense, prune, state_dict"):
         ex.export(path, tmp_path / "x", "onnx")
