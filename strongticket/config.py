@@ -4,7 +4,8 @@ Precedence: dataclass defaults < ``--config run.toml|run.json`` < flags given on
 Every field is validated on construction; a bad value raises ``ValueError`` with one line naming the field,
 the allowed range and the value. Fields marked ``hashed=False`` (output folder, device) do not change the
 result and are left out of :meth:`SearchConfig.digest`, which names the run folder, so re-running the same
-command finds and resumes its run.
+command finds and resumes its run. Fields marked ``hashed="if-set"`` (added after runs existed, e.g. ``rounds``)
+enter the digest only when they differ from their default, so older run folders keep their names.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Any
 from .data.splits import DATASETS
 from .masks import validate_density
 from .models import MODELS
+from .search.methods import METHODS, PRUNE_AT_INIT
 
 MODEL_NAMES = tuple(MODELS)
 
@@ -35,7 +37,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 
-def _f(default: Any, help: str, hashed: bool = True, choices: tuple[str, ...] | None = None) -> Any:
+def _f(default: Any, help: str, hashed: bool | str = True, choices: tuple[str, ...] | None = None) -> Any:
     meta = {"help": help, "hashed": hashed, "choices": choices}
     if isinstance(default, (list, dict)):
         raise TypeError("configs hold immutable values only")
@@ -43,7 +45,7 @@ def _f(default: Any, help: str, hashed: bool = True, choices: tuple[str, ...] | 
 
 
 SCOPES = ("layer", "global")
-ALGOS = ("edge-popup",)
+ALGOS = tuple(METHODS)
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -58,7 +60,7 @@ class SearchConfig:
     widths: tuple[int, ...] | None = _f(None, "hidden widths of the fully connected layers of mlp and convN, "
                                         "comma-separated (default: mlp 512,512; convN 256,256)")
     width: float = _f(1.0, "width multiplier of every layer but the classifier (e.g. 2 for a wide ResNet)")
-    algo: str = _f("edge-popup", "search method", choices=ALGOS)
+    algo: str = _f("edge-popup", "search method (see strongticket.search.methods)", choices=ALGOS)
     density: float = _f(0.5, "fraction of weights kept, in (0, 1]; sparsity = 1 - density")
     scope: str = _f("layer", "top-k per layer, or one global threshold", choices=SCOPES)
     init: str = _f("signed_constant", "frozen weight init",
@@ -83,6 +85,10 @@ class SearchConfig:
     out: str | None = _f(None, "run folder (default runs/<name>-<config hash>)", hashed=False)
     tensorboard: bool = _f(False, "also log scalars for TensorBoard under <run>/tensorboard", hashed=False)
     device: str = _f("auto", "where to run", hashed=False, choices=DEVICES)
+    rounds: int = _f(1, "rounds of pruning at initialization (random, magnitude, snip, grasp, synflow): density "
+                     "density**(r/rounds) in round r, re-scored in between; 1 = single shot", hashed="if-set")
+    anneal_epochs: int = _f(0, "annealed-edge-popup: epochs T over which the density falls as density**(e/T) "
+                            "(0: all epochs)", hashed="if-set")
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -111,6 +117,15 @@ class SearchConfig:
         _check_float("momentum", self.momentum, 0.0, 1.0, high_open=True)
         _check_float("weight_decay", self.weight_decay, 0.0, math.inf)
         _check_float("val_fraction", self.val_fraction, 0.0, 1.0, low_open=True, high_open=True)
+        _check_int("rounds", self.rounds, 1, 10_000)
+        if self.rounds > 1 and self.algo not in PRUNE_AT_INIT:
+            raise ValueError(f"rounds > 1 needs a pruning-at-init algo ({', '.join(PRUNE_AT_INIT)}), "
+                             f"got algo {self.algo!r}")
+        _check_int("anneal_epochs", self.anneal_epochs, 0, self.epochs)
+        if self.anneal_epochs and self.algo != "annealed-edge-popup":
+            raise ValueError(f"anneal_epochs needs algo annealed-edge-popup, got algo {self.algo!r}")
+        if self.algo in PRUNE_AT_INIT and (self.bias_scores or self.learn_bn):
+            raise ValueError(f"bias_scores and learn_bn need a trained algo; {self.algo} does not train")
         if self.data_root is not None and not Path(self.data_root).expanduser().is_dir():
             raise ValueError(f"data_root must be an existing folder, got {self.data_root!r}")
 
@@ -120,7 +135,8 @@ class SearchConfig:
     def digest(self) -> str:
         """SHA-256 (hex, 12 digits) of the fields that determine the result."""
         hashed = {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)
-                  if f.metadata.get("hashed", True)}
+                  if f.metadata.get("hashed", True) is True
+                  or (f.metadata.get("hashed") == "if-set" and getattr(self, f.name) != f.default)}
         return hashlib.sha256(json.dumps(hashed, sort_keys=True).encode()).hexdigest()[:12]
 
     def run_name(self) -> str:

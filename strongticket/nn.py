@@ -60,6 +60,12 @@ class GlobalTopK:
             self._key = key
         return self._masks[self.layers.index(layer)]
 
+    def set_density(self, density: float) -> None:
+        """Keep ⌈density·n_total⌉ from now on (density schedules, rounds of pruning); the next mask is recomputed."""
+        self.density = masks.validate_density(density)
+        self.k = masks.keep_count(self.density, sum(layer.scores.numel() for layer in self.layers))
+        self._key = None
+
 
 @torch.no_grad()
 def _select(scores: list[Tensor], k: int) -> list[Tensor]:
@@ -197,6 +203,15 @@ class MaskedLayer(nn.Module):
         self.fixed_mask = mask.to(self.weight.device)
         if bias_mask is not None:
             self.fixed_bias_mask = bias_mask.to(self.weight.device)
+
+    def set_density(self, density: float) -> None:
+        """Keep ⌈density·n⌉ weights (and biases) from now on; under a global threshold set the selector's density
+        instead. Only k changes: the frozen weights keep the init they were drawn with."""
+        self.density = masks.validate_density(density)
+        self.k = masks.keep_count(self.density, self.scores.numel())
+        if self.bias_scores is not None:
+            self.bias_k = masks.keep_count(self.density, self.bias_scores.numel())
+        self._key = None
 
     def kept(self) -> int:
         """Number of weights the current mask keeps."""

@@ -16,14 +16,21 @@ every rank runs this same function on its share of each global batch of ``batch_
 DistributedDataParallel. Rank 0 alone reads and writes the run folder (the others receive the checkpoint and the
 summary from it, so a resume needs no shared file system) and prints; all ranks check once per epoch that they
 hold the same masks and scores.
+
+Every method of :mod:`strongticket.search.methods` (``--algo``) runs through this loop: its hooks set scores
+before training, the density of each epoch (only epochs at the target density can be selected), and act after
+each step and epoch; a method that does not train (pruning at initialization) skips the loop and its mask is
+evaluated as a fixed-mask ticket. A layer left with no weight is listed in ``collapsed_layers`` and warned about.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -40,6 +47,7 @@ from ..evaluate import evaluate
 from ..models import model_from_config
 from ..nn import MaskedLayer, masked_layers, other_state, trainable_state
 from ..ticket import save_ticket, weights_sha256
+from . import methods
 
 __all__ = ["run_search", "run_dir"]
 
@@ -120,6 +128,14 @@ def run_search(
     model = model_from_config(cfg, splits.input_shape, splits.num_classes).to(device)
     layers = masked_layers(model)
     frozen_sha = weights_sha256(layers)
+    method = methods.build(cfg)
+    t_prepare = time.perf_counter()
+    method.prepare(model, dataclasses.replace(splits, train=train, val=val, test=test))
+    if not method.trains:
+        return distributed.on_main(lambda: _finish_untrained(cfg, model, layers, val, test, folder, {
+            "seconds": round(time.perf_counter() - t_prepare, 3), "backend": backend, "device": str(device),
+            "seed": cfg.seed, "weights_sha256": frozen_sha, "world_size": world, "run_dir": str(folder),
+        }))
     train_model = distributed.wrap_model(model, device)  # DDP under torchrun, else the model itself
     model = getattr(train_model, "module", train_model)  # SyncBatchNorm may have replaced its top module
     scored = [p for layer in layers for p in (layer.scores, layer.bias_scores) if p is not None]
@@ -150,8 +166,12 @@ def run_search(
     bar = tqdm(range(start_epoch, cfg.epochs), initial=start_epoch, total=cfg.epochs, desc="search",
                unit="epoch", disable=True if not main else (not progress) if progress is not None else None,
                leave=False)
+    density = cfg.density
     for epoch in bar:
         t0 = time.perf_counter()
+        if method.density_at(epoch) != density:
+            density = method.density_at(epoch)
+            methods.set_density(layers, density)
         train_model.train()
         loss_sum, correct = 0.0, 0
         for step, b in enumerate(batches(train, cfg.batch_size, seed=cfg.data_seed, epoch=epoch,
@@ -163,6 +183,7 @@ def run_search(
             loss.backward()
             optimizer.step()
             schedule.step()
+            method.after_step(model)
             loss_sum += batch_loss_sum
             correct += int((logits.detach().argmax(1) == b.labels).sum())
         if world > 1:
@@ -170,6 +191,7 @@ def run_search(
             correct = round(correct)
         if not all(torch.isfinite(p).all() for p in scored):
             raise FloatingPointError(f"scores became non-finite in epoch {epoch + 1}; lower --lr (got {cfg.lr})")
+        method.after_epoch(model, epoch)
         val_acc, val_loss = evaluate(model, val) if world == 1 else _evaluate_shared(model, val_share, len(val))
         masks_now = [layer.mask.clone() for layer in layers]
         mask_sha = distributed.tensors_sha256(masks_now + [layer.bias_mask for layer in layers])
@@ -191,7 +213,7 @@ def run_search(
             "score_histogram": _score_histogram(layers),
             "seconds": time.perf_counter() - t0,
         }
-        if best is None or val_acc > best["val_acc"]:
+        if density == cfg.density and (best is None or val_acc > best["val_acc"]):
             best = {"val_acc": val_acc, "epoch": epoch + 1, "masks": masks_now,
                     "bias_masks": [layer.bias_mask for layer in layers], "other": other_state(model),
                     "scores": [s.detach().clone() for s in scored] if cfg.save_scores else None}
@@ -237,6 +259,10 @@ def _finish(cfg: SearchConfig, model: torch.nn.Module, layers: list[MaskedLayer]
             for s, saved in zip(scored, best["scores"]):
                 s.copy_(saved)
     test_acc, test_loss = evaluate(model, test)
+    collapsed = methods.collapsed_layers(layers)
+    if collapsed:
+        warnings.warn(f"{cfg.algo} at density {cfg.density:g} collapsed masked layer(s) {collapsed}: they keep no "
+                      f"weight, so the network's output no longer depends on its input", RuntimeWarning, stacklevel=2)
     summary = {
         "test_acc": test_acc,
         "test_loss": test_loss,
@@ -244,12 +270,28 @@ def _finish(cfg: SearchConfig, model: torch.nn.Module, layers: list[MaskedLayer]
         "best_epoch": best["epoch"],
         "epochs": cfg.epochs,
         **_layer_stats(layers),
+        "collapsed_layers": collapsed,
         **facts,
     }
     save_ticket(folder / "ticket.safetensors", model, cfg.to_dict(), summary, save_scores=cfg.save_scores)
     (folder / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     (folder / "report.md").write_text(_report(cfg, summary, history))
     return summary
+
+
+def _finish_untrained(cfg: SearchConfig, model: torch.nn.Module, layers: list[MaskedLayer], val: Split,
+                      test: Split, folder: Path, facts: dict[str, Any]) -> dict[str, Any]:
+    """Finish a method that found its (now fixed) masks without training: one validation record, then
+    :func:`_finish` as for a trained run."""
+    val_acc, val_loss = evaluate(model, val)
+    masks_now = [layer.mask.clone() for layer in layers]
+    record = {"epoch": 0, "val_loss": val_loss, "val_acc": val_acc, "rounds": cfg.rounds,
+              "mask_sha256": distributed.tensors_sha256(masks_now), **_layer_stats(layers),
+              "seconds": facts["seconds"]}
+    (folder / "metrics.jsonl").write_text(json.dumps(record) + "\n")
+    best = {"val_acc": val_acc, "epoch": 0, "masks": masks_now, "bias_masks": [None] * len(layers),
+            "other": other_state(model), "scores": None}
+    return _finish(cfg, model, layers, [], best, [], test, folder, {**facts, "epochs": 0, "rounds": cfg.rounds})
 
 
 def _loss(logits: torch.Tensor, labels: torch.Tensor, world: int, global_count: int) -> tuple[torch.Tensor, float]:
