@@ -12,6 +12,8 @@ The mask tile is built in registers from one of three sources (``MASK_MODE``):
   1 bit-packed: int32 words (N, ⌈K/32⌉), bit j of word w in row n = M[n, 32w + j] (0.125 B/elem);
   2 bool mask (N, K) (1 B/elem; the ``strongticket::masked_linear`` op's argument).
 The forward can emit the bit-packed mask for the backward pass (only the CTAs with pid_m == 0 write it).
+The weight tile is loaded from W, or with ``SEEDED`` regenerated in registers from a Philox seed as ±scale
+(``_weight_tile``; ``kernels.seeded``'s launchers, which never materialise W).
 
 Forward and dx compute the transposed product (yᵀ = (W⊙M) xᵀ, dxᵀ = (W⊙M)ᵀ dyᵀ) so that the masked weight
 tile is the left ``tl.dot`` operand ("swap-AB": Hopper wgmma can take A from registers, triton#5003); the batch
@@ -32,6 +34,8 @@ import os
 import torch
 import triton
 import triton.language as tl
+
+from .packed_gemm import _philox_sign_tile
 
 __all__ = [
     "INPUT_PRECISIONS",
@@ -70,17 +74,33 @@ def _mask_tile(
     return keep & ok
 
 
-# x: (M, K) fp32/bf16; W: (N, K) fp32/bf16; S: (N, K) fp32 or bits (N, ⌈K/32⌉) int32 or mask (N, K) int8;
+# Seeded weight tile W[rows, k0 … k0 + BLOCK_K) = ±scale in fp32 (signs from Philox stream ``seed``, cpr counters
+# per row, as ``strongticket.random.sign_bits``), rounded through bf16 when W_BF16 (as a stored bf16 W).
+@triton.jit
+def _weight_tile(seed, scale, rows, k0, R, cpr, W_BF16: tl.constexpr, BLOCK_R: tl.constexpr,
+                 BLOCK_K: tl.constexpr):
+    neg = _philox_sign_tile(seed, rows, k0, R, cpr, BLOCK_R, BLOCK_K)
+    c = tl.zeros((BLOCK_R, BLOCK_K), dtype=tl.float32) + scale
+    w = tl.where(neg != 0, -c, c)
+    if W_BF16:
+        w = w.to(tl.bfloat16)
+    return w
+
+
+# x: (M, K) fp32/bf16; W: (N, K) fp32/bf16 loaded from w_ptr, or with SEEDED regenerated from (seed, cpr, scale,
+# W_BF16) (w_ptr then unused); S: (N, K) fp32 or bits (N, ⌈K/32⌉) int32 or mask (N, K) int8;
 # bias: (N,); y: (M, N) x.dtype; bits_out: (N, ⌈K/32⌉) int32. Tile acc = yᵀ[BLOCK_N, BLOCK_M].
 @triton.jit
 def _forward_kernel(
     x_ptr, w_ptr, s_ptr, thr_ptr, m_ptr, bits_ptr, bias_ptr, y_ptr, bits_out_ptr,
-    M, N, K, n_words,
+    M, N, K, n_words, seed, cpr, scale,
     stride_xm, stride_xk, stride_wn, stride_wk, stride_sn, stride_mn, stride_bn, stride_ym, stride_yn,
     stride_on,  # row stride of bits_out
     MASK_MODE: tl.constexpr,
     HAS_BIAS: tl.constexpr,
     WRITE_BITS: tl.constexpr,
+    SEEDED: tl.constexpr,
+    W_BF16: tl.constexpr,
     UPCAST: tl.constexpr,
     INPUT_PRECISION: tl.constexpr,
     BLOCK_N: tl.constexpr,
@@ -96,8 +116,11 @@ def _forward_kernel(
     acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
     for k0 in range(0, K, BLOCK_K):
         rk = k0 + tl.arange(0, BLOCK_K)
-        w_ok = (rn[:, None] < N) & (rk[None, :] < K)
-        w = tl.load(w_ptr + rn[:, None] * stride_wn + rk[None, :] * stride_wk, mask=w_ok, other=0.0)
+        if SEEDED:
+            w = _weight_tile(seed, scale, rn, k0, N, cpr, W_BF16, BLOCK_N, BLOCK_K)
+        else:
+            w_ok = (rn[:, None] < N) & (rk[None, :] < K)
+            w = tl.load(w_ptr + rn[:, None] * stride_wn + rk[None, :] * stride_wk, mask=w_ok, other=0.0)
         keep = _mask_tile(rn[:, None], rk[None, :], N, K, s_ptr, stride_sn, thr_ptr, m_ptr, stride_mn,
                           bits_ptr, stride_bn, MASK_MODE)
         xt = tl.load(x_ptr + rk[:, None] * stride_xk + rm[None, :] * stride_xm,
@@ -120,14 +143,17 @@ def _forward_kernel(
              mask=(rm[None, :] < M) & (rn[:, None] < N))
 
 
-# dy: (M, N) fp32/bf16; W: (N, K); mask source as in the forward; dx: (M, K) dy.dtype.
-# Tile acc = dxᵀ[BLOCK_K, BLOCK_M], reduction over N in BLOCK_N steps.
+# dy: (M, N) fp32/bf16; W: (N, K) from w_ptr or regenerated (SEEDED) as in the forward; mask source as in the
+# forward; dx: (M, K) dy.dtype. Tile acc = dxᵀ[BLOCK_K, BLOCK_M], reduction over N in BLOCK_N steps; a seeded
+# W tile is generated [BLOCK_N, BLOCK_K] and transposed.
 @triton.jit
 def _dx_kernel(
     dy_ptr, w_ptr, s_ptr, thr_ptr, m_ptr, bits_ptr, dx_ptr,
-    M, N, K,
+    M, N, K, seed, cpr, scale,
     stride_dym, stride_dyn, stride_wn, stride_wk, stride_sn, stride_mn, stride_bn, stride_dxm, stride_dxk,
     MASK_MODE: tl.constexpr,
+    SEEDED: tl.constexpr,
+    W_BF16: tl.constexpr,
     UPCAST: tl.constexpr,
     INPUT_PRECISION: tl.constexpr,
     BLOCK_K: tl.constexpr,
@@ -138,13 +164,17 @@ def _dx_kernel(
     num_m = tl.cdiv(M, BLOCK_M)
     pid_m = pid % num_m
     pid_k = pid // num_m
-    rk = pid_k * BLOCK_K + tl.arange(0, BLOCK_K)
+    k0 = pid_k * BLOCK_K
+    rk = k0 + tl.arange(0, BLOCK_K)
     rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     acc = tl.zeros((BLOCK_K, BLOCK_M), dtype=tl.float32)
     for n0 in range(0, N, BLOCK_N):
         rn = n0 + tl.arange(0, BLOCK_N)
-        w_ok = (rk[:, None] < K) & (rn[None, :] < N)
-        wt = tl.load(w_ptr + rn[None, :] * stride_wn + rk[:, None] * stride_wk, mask=w_ok, other=0.0)
+        if SEEDED:
+            wt = tl.trans(_weight_tile(seed, scale, rn, k0, N, cpr, W_BF16, BLOCK_N, BLOCK_K))  # [BLOCK_K, BLOCK_N]
+        else:
+            w_ok = (rk[:, None] < K) & (rn[None, :] < N)
+            wt = tl.load(w_ptr + rn[None, :] * stride_wn + rk[:, None] * stride_wk, mask=w_ok, other=0.0)
         keep = _mask_tile(rn[None, :], rk[:, None], N, K, s_ptr, stride_sn, thr_ptr, m_ptr, stride_mn,
                           bits_ptr, stride_bn, MASK_MODE)  # [BLOCK_K, BLOCK_N]
         dyt = tl.load(dy_ptr + rn[:, None] * stride_dyn + rm[None, :] * stride_dym,
@@ -158,17 +188,20 @@ def _dx_kernel(
              mask=(rm[None, :] < M) & (rk[:, None] < K))
 
 
-# dy: (M, N), x: (M, K) fp32/bf16; W: (N, K) fp32/bf16; S, momentum buffer, dS: (N, K) fp32.
+# dy: (M, N), x: (M, K) fp32/bf16; W: (N, K) fp32/bf16 from w_ptr or regenerated (SEEDED) as in the forward;
+# S, momentum buffer, dS: (N, K) fp32.
 # Tile acc = (dyᵀ x)[BLOCK_N, BLOCK_K], reduction over the batch M; epilogue ⊙ W ⊙ sign(S) (+ SGD on S).
 @triton.jit
 def _dscores_kernel(
     dy_ptr, x_ptr, w_ptr, s_ptr, ds_ptr, buf_ptr,
-    M, N, K,
+    M, N, K, seed, cpr, scale,
     lr, momentum, weight_decay,
     stride_dym, stride_dyn, stride_xm, stride_xk, stride_wn, stride_wk, stride_sn, stride_dsn, stride_bufn,
     WRITE_GRAD: tl.constexpr,
     SGD: tl.constexpr,
     HAS_BUF: tl.constexpr,
+    SEEDED: tl.constexpr,
+    W_BF16: tl.constexpr,
     UPCAST: tl.constexpr,
     INPUT_PRECISION: tl.constexpr,
     BLOCK_N: tl.constexpr,
@@ -180,7 +213,8 @@ def _dscores_kernel(
     pid_k = pid % num_k
     pid_n = pid // num_k
     rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    rk = pid_k * BLOCK_K + tl.arange(0, BLOCK_K)
+    k0 = pid_k * BLOCK_K
+    rk = k0 + tl.arange(0, BLOCK_K)
     acc = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)
     for m0 in range(0, M, BLOCK_M):
         rm = m0 + tl.arange(0, BLOCK_M)
@@ -193,7 +227,10 @@ def _dscores_kernel(
         else:
             acc = tl.dot(dyt, xk.to(dyt.dtype), acc, input_precision=INPUT_PRECISION)
     ok = (rn[:, None] < N) & (rk[None, :] < K)
-    w = tl.load(w_ptr + rn[:, None] * stride_wn + rk[None, :] * stride_wk, mask=ok, other=0.0).to(tl.float32)
+    if SEEDED:
+        w = _weight_tile(seed, scale, rn, k0, N, cpr, W_BF16, BLOCK_N, BLOCK_K).to(tl.float32)
+    else:
+        w = tl.load(w_ptr + rn[:, None] * stride_wn + rk[None, :] * stride_wk, mask=ok, other=0.0).to(tl.float32)
     s_ptrs = s_ptr + rn[:, None] * stride_sn + rk[None, :]
     s = tl.load(s_ptrs, mask=ok, other=0.0)
     sign = tl.where(s > 0, 1.0, tl.where(s < 0, -1.0, 0.0))
@@ -238,6 +275,32 @@ def _check_2d(name: str, t: torch.Tensor, shape: tuple[int, int] | None, dtypes:
 
 
 _FLOATS = (torch.float32, torch.bfloat16)
+
+
+def _check_sgd(
+    n: int,
+    k: int,
+    write_grad: bool,
+    lr: float | None,
+    momentum_buffer: torch.Tensor | None,
+    momentum: float,
+    weight_decay: float,
+) -> bool:
+    """Validates the fused-SGD arguments of the dS launchers; returns whether the SGD step is on (lr set)."""
+    sgd = lr is not None
+    if not sgd and (momentum_buffer is not None or not write_grad):
+        raise ValueError("momentum_buffer and write_grad=False need lr (the fused SGD step)")
+    if sgd:
+        if not lr > 0 or not 0 <= momentum < 1 or weight_decay < 0:
+            raise ValueError(f"SGD needs lr > 0, momentum in [0, 1), weight_decay >= 0; got lr={lr}, "
+                             f"momentum={momentum}, weight_decay={weight_decay}")
+        if momentum > 0 and momentum_buffer is None:
+            raise ValueError("momentum > 0 needs a momentum_buffer (zeros before the first step)")
+    if momentum_buffer is not None:
+        _check_2d("momentum_buffer", momentum_buffer, (n, k), (torch.float32,))
+        if momentum_buffer.stride(1) != 1:
+            raise ValueError(f"momentum_buffer must be contiguous along K, got strides {momentum_buffer.stride()}")
+    return sgd
 
 
 def _mask_source(
@@ -309,10 +372,10 @@ def masked_linear_forward(
         _forward_kernel[grid](
             x, weight, s, thr, mk, bits, weight if bias is None else bias, y,
             weight if bits_out is None else bits_out,
-            m_rows, n, k, n_words,
+            m_rows, n, k, n_words, 0, 1, 1.0,
             x.stride(0), x.stride(1), weight.stride(0), weight.stride(1), stride_sn, stride_mn, stride_bn,
             y.stride(0), y.stride(1), n_words,
-            MASK_MODE=mode, HAS_BIAS=bias is not None, WRITE_BITS=write_bits,
+            MASK_MODE=mode, HAS_BIAS=bias is not None, WRITE_BITS=write_bits, SEEDED=False, W_BF16=False,
             UPCAST=_upcast(x.dtype, weight.dtype), INPUT_PRECISION=input_precision,
             BLOCK_N=block_n, BLOCK_M=block_m, BLOCK_K=block_k, num_warps=num_warps, num_stages=num_stages,
         )
@@ -347,10 +410,11 @@ def masked_linear_dx(
     if dx.numel():
         grid = (triton.cdiv(m_rows, block_m) * triton.cdiv(k, block_k),)
         _dx_kernel[grid](
-            dy, weight, s, thr, mk, bits, dx, m_rows, n, k,
+            dy, weight, s, thr, mk, bits, dx, m_rows, n, k, 0, 1, 1.0,
             dy.stride(0), dy.stride(1), weight.stride(0), weight.stride(1), stride_sn, stride_mn, stride_bn,
             dx.stride(0), dx.stride(1),
-            MASK_MODE=mode, UPCAST=_upcast(dy.dtype, weight.dtype), INPUT_PRECISION=input_precision,
+            MASK_MODE=mode, SEEDED=False, W_BF16=False, UPCAST=_upcast(dy.dtype, weight.dtype),
+            INPUT_PRECISION=input_precision,
             BLOCK_K=block_k, BLOCK_M=block_m, BLOCK_N=block_n, num_warps=num_warps, num_stages=num_stages,
         )
     return dx
@@ -389,29 +453,17 @@ def masked_linear_dscores(
         raise ValueError(f"scores must be contiguous along K, got strides {scores.stride()}")
     _check_tiles(block_n=block_n, block_k=block_k, block_m=block_m)
     _check_precision(input_precision)
-    sgd = lr is not None
-    if not sgd and (momentum_buffer is not None or not write_grad):
-        raise ValueError("momentum_buffer and write_grad=False need lr (the fused SGD step)")
-    if sgd:
-        if not lr > 0 or not 0 <= momentum < 1 or weight_decay < 0:
-            raise ValueError(f"SGD needs lr > 0, momentum in [0, 1), weight_decay >= 0; got lr={lr}, "
-                             f"momentum={momentum}, weight_decay={weight_decay}")
-        if momentum > 0 and momentum_buffer is None:
-            raise ValueError("momentum > 0 needs a momentum_buffer (zeros before the first step)")
-    if momentum_buffer is not None:
-        _check_2d("momentum_buffer", momentum_buffer, (n, k), (torch.float32,))
-        if momentum_buffer.stride(1) != 1:
-            raise ValueError(f"momentum_buffer must be contiguous along K, got strides {momentum_buffer.stride()}")
+    sgd = _check_sgd(n, k, write_grad, lr, momentum_buffer, momentum, weight_decay)
     ds = torch.empty((n, k), dtype=torch.float32, device=dy.device) if write_grad else None
     buf = momentum_buffer if momentum_buffer is not None else scores
     if n * k:
         grid = (triton.cdiv(n, block_n) * triton.cdiv(k, block_k),)
         _dscores_kernel[grid](
-            dy, x, weight, scores, scores if ds is None else ds, buf, dy.shape[0], n, k,
+            dy, x, weight, scores, scores if ds is None else ds, buf, dy.shape[0], n, k, 0, 1, 1.0,
             float(lr or 0.0), float(momentum), float(weight_decay),
             dy.stride(0), dy.stride(1), x.stride(0), x.stride(1), weight.stride(0), weight.stride(1),
             scores.stride(0), 0 if ds is None else ds.stride(0), buf.stride(0),
-            WRITE_GRAD=write_grad, SGD=sgd, HAS_BUF=momentum_buffer is not None,
+            WRITE_GRAD=write_grad, SGD=sgd, HAS_BUF=momentum_buffer is not None, SEEDED=False, W_BF16=False,
             UPCAST=_upcast(dy.dtype, x.dtype), INPUT_PRECISION=input_precision,
             BLOCK_N=block_n, BLOCK_K=block_k, BLOCK_M=block_m, num_warps=num_warps, num_stages=num_stages,
         )
