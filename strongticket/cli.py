@@ -56,17 +56,25 @@ def _search(ns: argparse.Namespace) -> int:
         say(f"run folder: {folder}" + ("  (resuming)" if resumed else ""))
         summary = run_search(run)
         results.append(summary)
-        say(f"{'seed ' + str(seed) + ': ' if len(seeds) > 1 else ''}test acc {summary['test_acc']:.4f}  "
-              f"val acc {summary['val_acc']:.4f} (epoch {summary['best_epoch']})  "
+        m, fmt = _metric(summary)
+        say(f"{'seed ' + str(seed) + ': ' if len(seeds) > 1 else ''}test {m} {summary[f'test_{m}']:{fmt}}  "
+              f"val {m} {summary[f'val_{m}']:{fmt}} (epoch {summary['best_epoch']})  "
               f"kept {summary['kept_weights']:,}/{summary['total_weights']:,} weights "
               f"(density {summary['density']:.4f})  {summary['seconds']:.1f} s")
         say(f"ticket: {folder / 'ticket.safetensors'}")
     if len(seeds) > 1:
-        t_mean, t_std = mean_std([r["test_acc"] for r in results])
-        v_mean, v_std = mean_std([r["val_acc"] for r in results])
-        say(f"over {len(seeds)} seeds: test acc {t_mean:.4f} ± {t_std:.4f}  val acc {v_mean:.4f} ± {v_std:.4f}")
+        m, fmt = _metric(results[0])
+        t_mean, t_std = mean_std([r[f"test_{m}"] for r in results])
+        v_mean, v_std = mean_std([r[f"val_{m}"] for r in results])
+        say(f"over {len(seeds)} seeds: test {m} {t_mean:{fmt}} ± {t_std:{fmt}}  "
+            f"val {m} {v_mean:{fmt}} ± {v_std:{fmt}}")
     distributed.shutdown()
     return 0
+
+
+def _metric(summary: dict[str, Any]) -> tuple[str, str]:
+    """(``"acc"``, ``".4f"``) for a classification summary, (``"mse"``, ``".4g"``) for a regression one."""
+    return ("acc", ".4f") if "test_acc" in summary else ("mse", ".4g")
 
 
 def _int_list(name: str, text: str) -> list[int]:
@@ -89,13 +97,15 @@ def _eval(ns: argparse.Namespace) -> int:
     if ns.json:
         print(json.dumps(result, sort_keys=True))
         return 0
-    line = (f"test acc {result['test_acc']:.4f}  kept {result['kept_weights']:,}/{result['total_weights']:,} "
+    m, fmt = _metric(result)
+    run_value = result.get(f"run_test_{m}")
+    line = (f"test {m} {result[f'test_{m}']:{fmt}}  kept {result['kept_weights']:,}/{result['total_weights']:,} "
             f"weights (density {result['density']:.4f})  weights sha256 ok  backend {result['backend']}")
     if result["sanity"] is not None:
-        line = f"sanity check {result['sanity']}: {line}  (the ticket itself: {result['run_test_acc']:.4f})"
-    elif result.get("run_test_acc") is not None:
-        same = "same as" if result["test_acc"] == result["run_test_acc"] else "DIFFERS from"
-        line += f"  ({same} the run's {result['run_test_acc']:.4f})"
+        line = f"sanity check {result['sanity']}: {line}  (the ticket itself: {run_value:{fmt}})"
+    elif run_value is not None:
+        same = "same as" if result[f"test_{m}"] == run_value else "DIFFERS from"
+        line += f"  ({same} the run's {run_value:{fmt}})"
     print(line)
     return 0
 

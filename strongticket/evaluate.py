@@ -18,20 +18,44 @@ from .nn import masked_layers
 from .random import permutation
 from .ticket import Ticket, TicketError, read_ticket
 
-__all__ = ["SANITY_CHECKS", "evaluate", "load_ticket_model", "evaluate_ticket"]
+__all__ = ["SANITY_CHECKS", "better", "evaluate", "load_ticket_model", "evaluate_ticket", "metric_key"]
 
 _SANITY_SEED = 0x5A1E
 
 
+def metric_key(task: str) -> str:
+    """The metric a task is scored and selected by, as it appears in keys: ``"acc"`` (``test_acc``,
+    ``val_acc``; higher is better) for classification, ``"mse"`` (``test_mse``, ``val_mse``; lower is better)
+    for regression."""
+    if task == "classification":
+        return "acc"
+    if task == "regression":
+        return "mse"
+    raise ValueError(f"task must be one of classification, regression, got {task!r}")
+
+
+def better(task: str, new: float, old: float | None) -> bool:
+    """Whether metric value ``new`` beats ``old`` (None: nothing yet) for ``task``."""
+    if old is None:
+        return True
+    return new < old if metric_key(task) == "mse" else new > old
+
+
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, split: Split, batch_size: int = 512) -> tuple[float, float]:
-    """(accuracy, mean cross-entropy) of ``model`` on ``split``, in a fixed batch order."""
+    """(metric, mean loss) of ``model`` on ``split``, in a fixed batch order: (accuracy, mean cross-entropy) for
+    a classification split, (MSE, MSE) for a regression split (``split.task``; MSE over examples and outputs)."""
     model.eval()
     correct, loss_sum = 0, 0.0
     for b in batches(split, batch_size):
-        logits = model(b.x)
-        loss_sum += float(F.cross_entropy(logits, b.labels, reduction="sum"))
-        correct += int((logits.argmax(1) == b.labels).sum())
+        outputs = model(b.x)
+        if split.task == "regression":
+            loss_sum += float(F.mse_loss(outputs, b.labels, reduction="sum")) / outputs[0].numel()
+        else:
+            loss_sum += float(F.cross_entropy(outputs, b.labels, reduction="sum"))
+            correct += int((outputs.argmax(1) == b.labels).sum())
+    if split.task == "regression":
+        return loss_sum / len(split), loss_sum / len(split)
     return correct / len(split), loss_sum / len(split)
 
 
@@ -104,16 +128,17 @@ def evaluate_ticket(path: str | Path, device: str = "auto", data_root: str | Non
     if sanity is not None:
         model = _apply_sanity_check(model, ticket, cfg, splits, sanity)
     dev = resolve_device(device)
-    test_acc, test_loss = evaluate(model, splits.test.to(dev))
+    test_metric, test_loss = evaluate(model, splits.test.to(dev))
+    m = metric_key(splits.task)
     layers = masked_layers(model)
     kept = [int(layer.mask.sum()) for layer in layers]
     total = [layer.weight.numel() for layer in layers]
     return {
         "ticket": str(path),
         "sanity": sanity,
-        "test_acc": test_acc,
+        f"test_{m}": test_metric,
         "test_loss": test_loss,
-        "run_test_acc": ticket.summary.get("test_acc"),
+        f"run_test_{m}": ticket.summary.get(f"test_{m}"),
         "density": sum(kept) / sum(total),
         "layer_density": [k / t for k, t in zip(kept, total)],
         "kept_weights": sum(kept),

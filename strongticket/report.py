@@ -2,8 +2,9 @@
 
 Reads each run's ``config.json``, ``metrics.jsonl`` and ``summary.json``; writes ``report.md`` (one row per run,
 plus mean ± std over runs that differ only by seed), ``accuracy.png`` (validation accuracy per epoch) and
-``layer_density.png`` (kept fraction per masked layer). Plots need matplotlib (``pip install matplotlib``);
-without it the table is still written.
+``layer_density.png`` (kept fraction per masked layer). Regression runs (``test_mse`` in their summary, e.g. on
+``planted-relu``) show MSE where classification runs show accuracy; a table of both kinds says which is which.
+Plots need matplotlib (``pip install matplotlib``); without it the table is still written.
 """
 
 from __future__ import annotations
@@ -37,6 +38,16 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
+def _metric(run: dict[str, Any]) -> str:
+    """``"acc"`` for a classification run, ``"mse"`` for a regression run (the key its summary holds)."""
+    return "acc" if "test_acc" in run["summary"] else "mse"
+
+
+def _fmt(value: float, m: str, tag: bool) -> str:
+    text = f"{value:.4f}" if m == "acc" else f"{value:.4g}"
+    return f"{text} ({m})" if tag else text
+
+
 def _group_key(config: dict[str, Any]) -> str:
     return json.dumps({k: v for k, v in config.items() if k not in ("seed", "out", "device", "data_root")},
                       sort_keys=True)
@@ -49,27 +60,32 @@ def write_report(folders: Sequence[str | Path], out: str | Path) -> Path:
     runs = [load_run(f) for f in folders]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    kinds = {_metric(r) for r in runs}
+    mixed = len(kinds) > 1
+    head = "metric" if mixed else next(iter(kinds))
     lines = ["# strongticket report", "",
-             "| run | model | data | density | init | seed | test acc | val acc | kept / total | seconds |",
+             f"| run | model | data | density | init | seed | test {head} | val {head} | kept / total | seconds |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in runs:
-        c, s = r["config"], r["summary"]
+        c, s, m = r["config"], r["summary"], _metric(r)
         lines.append(f"| {r['folder'].name} | {c['model']} | {c['data']} | {c['density']} | {c['init']} | "
-                     f"{c['seed']} | {s['test_acc']:.4f} | {s['val_acc']:.4f} | "
+                     f"{c['seed']} | {_fmt(s[f'test_{m}'], m, mixed)} | {_fmt(s[f'val_{m}'], m, mixed)} | "
                      f"{s['kept_weights']:,} / {s['total_weights']:,} | {s['seconds']:.1f} |")
     groups: dict[str, list[dict[str, Any]]] = {}
     for r in runs:
         groups.setdefault(_group_key(r["config"]), []).append(r)
     if any(len(g) > 1 for g in groups.values()):
         lines += ["", "Over seeds (mean ± sample std):", "",
-                  "| model | data | density | init | seeds | test acc | val acc |", "|---|---|---|---|---|---|---|"]
+                  f"| model | data | density | init | seeds | test {head} | val {head} |",
+                  "|---|---|---|---|---|---|---|"]
         for g in groups.values():
-            c = g[0]["config"]
-            t_mean, t_std = mean_std([r["summary"]["test_acc"] for r in g])
-            v_mean, v_std = mean_std([r["summary"]["val_acc"] for r in g])
+            c, m = g[0]["config"], _metric(g[0])
+            t_mean, t_std = mean_std([r["summary"][f"test_{m}"] for r in g])
+            v_mean, v_std = mean_std([r["summary"][f"val_{m}"] for r in g])
             seeds = ",".join(str(r["config"]["seed"]) for r in g)
             lines.append(f"| {c['model']} | {c['data']} | {c['density']} | {c['init']} | {seeds} | "
-                         f"{t_mean:.4f} ± {t_std:.4f} | {v_mean:.4f} ± {v_std:.4f} |")
+                         f"{_fmt(t_mean, m, False)} ± {_fmt(t_std, m, False)}{f' ({m})' if mixed else ''} | "
+                         f"{_fmt(v_mean, m, False)} ± {_fmt(v_std, m, False)}{f' ({m})' if mixed else ''} |")
     plots = _plots(runs, out)
     if plots:
         lines += ["", *[f"![{p.stem}]({p.name})" for p in plots]]
@@ -89,9 +105,13 @@ def _plots(runs: list[dict[str, Any]], out: Path) -> list[Path]:
     except ImportError:
         return []
     fig, ax = plt.subplots(figsize=(6, 4))
+    kinds = {_metric(r) for r in runs}
     for r in runs:
-        ax.plot([m["epoch"] for m in r["metrics"]], [m["val_acc"] for m in r["metrics"]], label=r["folder"].name)
-    ax.set(xlabel="epoch", ylabel="validation accuracy", title="Validation accuracy")
+        key = f"val_{_metric(r)}"
+        ax.plot([m["epoch"] for m in r["metrics"]], [m[key] for m in r["metrics"]], label=r["folder"].name)
+    ylabel = {"acc": "validation accuracy", "mse": "validation MSE"}[kinds.pop()] if len(kinds) == 1 else \
+        "validation accuracy / MSE"
+    ax.set(xlabel="epoch", ylabel=ylabel, title=ylabel[0].upper() + ylabel[1:])
     ax.grid(alpha=0.3)
     if len(runs) <= 8:
         ax.legend(fontsize=6)

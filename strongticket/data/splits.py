@@ -3,7 +3,15 @@
 Data sets (``DATASETS``): ``digits`` (ships with the package), ``mnist`` and ``fashion_mnist`` (IDX files under
 ``<root>/MNIST/raw/`` or ``<root>/FashionMNIST/raw/``), ``cifar10`` and ``cifar100`` (python batches under
 ``<root>/cifar-10-batches-py/`` or ``<root>/cifar-100-python/``), and ``imagefolder`` (``<root>/train/<class>/``
-and ``<root>/test/<class>/``). Nothing is ever downloaded.
+and ``<root>/test/<class>/``). Nothing is ever downloaded. ``planted-circle``, ``planted-relu`` and
+``planted-helix`` are the Plant 'n' Seek tasks (:func:`strongticket.planted.make_task`, 10,000 samples drawn from
+the fixed task seed ``PLANTED_TASK_SEED``, the task's own 90/10 test split): float32 inputs (n, d_in); Circle has
+int64 labels (4 classes), ReLU and Helix are *regression* tasks with float32 targets (n, d_out).
+
+``Splits.task`` (and every ``Split.task``) is ``"classification"`` (labels (n,) int64; the search trains with
+cross-entropy and selects on accuracy) or ``"regression"`` (``labels`` holds targets (n, d_out) float32; the
+search trains with the MSE of an identity head and selects on the lowest validation MSE); ``num_classes`` is the
+number of outputs of the network (classes, or d_out).
 
 The test split is the files' own test set (for digits, a fixed 20% chosen by a Philox permutation with a
 constant seed), so every run and every ticket is scored on the same examples. The validation split is carved
@@ -21,6 +29,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -31,22 +40,30 @@ from .idx import load_mnist
 from .imagefolder import load_image_folder
 from .transforms import dataset_stats, normalize, random_crop_flip
 
-__all__ = ["Split", "Splits", "DATASETS", "load_splits", "batches"]
+__all__ = ["Split", "Splits", "DATASETS", "PLANTED_TASK_SEED", "TASKS", "load_splits", "batches"]
 
 _SPLIT_SEED = 0x5EED  # fixes the test split of digits and the validation split of every data set, for good
 _TEST_FRACTION = 0.2  # digits only: the other data sets bring their own test set
+PLANTED_TASK_SEED = 0  # the data of planted-<task>: fixed for good, like the digits split
+TASKS = ("classification", "regression")
 
 
 @dataclass(frozen=True)
 class Split:
     """Inputs ``x`` (n, *input_shape) — float32, or uint8 normalized per batch by ``mean``/``std`` — and
-    integer ``labels`` (n,); ``crop_padding`` > 0 turns on crop + flip augmentation for training batches."""
+    integer ``labels`` (n,) (``task`` "classification") or float32 targets (n, d_out) ("regression");
+    ``crop_padding`` > 0 turns on crop + flip augmentation for training batches."""
 
     x: Tensor
     labels: Tensor
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
     crop_padding: int = 0
+    task: str = "classification"
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ValueError(f"task must be one of {', '.join(TASKS)}, got {self.task!r}")
 
     def __len__(self) -> int:
         return self.labels.shape[0]
@@ -60,11 +77,20 @@ class Split:
 
 @dataclass(frozen=True)
 class Splits:
+    """Train / validation / test splits of one data set; ``num_classes`` is the number of network outputs
+    (classes, or target dimensions when ``task`` is "regression"); every split carries the same ``task``."""
+
     train: Split
     val: Split
     test: Split
     input_shape: tuple[int, ...]
     num_classes: int
+    task: str = "classification"
+
+    def __post_init__(self) -> None:
+        if any(s.task != self.task for s in (self.train, self.val, self.test)):
+            raise ValueError(f"every split must have task {self.task!r}, got "
+                             f"{', '.join(s.task for s in (self.train, self.val, self.test))}")
 
 
 _Arrays = tuple[Tensor, Tensor, Tensor, Tensor]
@@ -76,13 +102,16 @@ _FILE_DATASETS: dict[str, tuple[Callable[[Path], _Arrays], str | None, int]] = {
     "cifar100": (lambda root: load_cifar(root, "cifar100", label="fine"), "cifar100", 4),
     "imagefolder": (lambda root: tuple(load_image_folder(root))[:4], None, 0),
 }
-DATASETS = ("digits", *_FILE_DATASETS)
+_PLANTED = {"planted-circle": "circle", "planted-relu": "relu", "planted-helix": "helix"}
+DATASETS = ("digits", *_FILE_DATASETS, *_PLANTED)
 
 
 def load_splits(name: str, *, val_fraction: float = 0.1, root: str | Path | None = None) -> Splits:
     """Load data set ``name`` and split it; ``val_fraction`` is the share of the training data held out."""
     if name not in DATASETS:
         raise ValueError(f"data must be one of {', '.join(DATASETS)}, got {name!r}")
+    if name in _PLANTED:
+        return _planted_splits(_PLANTED[name], val_fraction)
     if name == "digits":
         images, labels = load_digits()
         order = torch.from_numpy(permutation(_SPLIT_SEED, labels.shape[0]))
@@ -110,6 +139,24 @@ def load_splits(name: str, *, val_fraction: float = 0.1, root: str | Path | None
     val = replace(train_all.take(order[:n_val].sort().values), crop_padding=0)
     train = train_all.take(order[n_val:].sort().values)
     return Splits(train, val, test, tuple(train.x.shape[1:]), num_classes)
+
+
+def _planted_splits(task: str, val_fraction: float) -> Splits:
+    """The Plant 'n' Seek task ``task`` (seed ``PLANTED_TASK_SEED``) as float32 / int64 splits."""
+    from ..planted.tasks import make_task, task_dims
+
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    data = make_task(task, seed=PLANTED_TASK_SEED, val_fraction=val_fraction)
+    kind = "classification" if data.is_classification else "regression"
+
+    def split(x: np.ndarray, y: np.ndarray) -> Split:
+        target = torch.from_numpy(y).long() if kind == "classification" else torch.from_numpy(y).float()
+        return Split(torch.from_numpy(x).float(), target, task=kind)
+
+    d_in, d_out = task_dims(task)
+    return Splits(split(data.x_train, data.y_train), split(data.x_val, data.y_val),
+                  split(data.x_test, data.y_test), (d_in,), d_out, kind)
 
 
 def _stats_of(x: Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -142,4 +189,4 @@ def batches(split: Split, batch_size: int, *, seed: int | None = None, epoch: in
             x, labels = x[rank::world_size], labels[rank::world_size]
         if split.mean is not None:
             x = normalize(x, split.mean, split.std)
-        yield Split(x, labels)
+        yield Split(x, labels, task=split.task)

@@ -1,12 +1,16 @@
 """``strongticket plant``: build a planted network and print its ground truth.
 
     strongticket plant --task circle|relu|helix [--depth 5] [--width 100] [--seed 0] [--quick] [--json]
-                       [--masks FOUND.npz]
+                       [--masks FOUND.npz|TICKET.safetensors]
 
 Prints the planted weights and density per layer and in total (weights only, as the paper), and the planted
 ticket's test metric (accuracy / MSE) in float64 and through strongticket's MaskedLinear layers (float32).
-``--masks`` takes an ``.npz`` with arrays ``mask0 .. mask{L-1}`` (bool, (n_out, n_in)) and adds their recovery
-metrics and task metric. ``--quick`` uses n = 2,000 samples. ``add_plant_parser(subparsers)`` registers it;
+``--masks`` takes an ``.npz`` with arrays ``mask0 .. mask{L-1}`` (bool, (n_out, n_in)), or a ticket
+(``.safetensors``) searched on ``planted-<task>`` with an mlp of matching hidden widths (``depth - 2`` layers of
+``width``), and adds their recovery metrics and task metric (the found masks applied to the mother network).
+Caveat: a ticket searched with ``strongticket search`` masks strongticket's own frozen random weights, not this
+mother network, so its recovery is that of an unplanted search until the search can run on the planted network.
+``--quick`` uses n = 2,000 samples. ``add_plant_parser(subparsers)`` registers it;
 a bad value raises a one-line ValueError (``cli.main`` prints it and exits 2).
 """
 
@@ -39,13 +43,33 @@ def _masked_metric(p: Planted, masks: list[np.ndarray], x: np.ndarray, y: np.nda
 
 
 def _load_masks(path: str, p: Planted) -> list[np.ndarray]:
+    """Masks per layer, bool (n_out, n_in), from an ``.npz`` (``mask0..``) or a ticket ``.safetensors``."""
     if not Path(path).is_file():
         raise FileNotFoundError(f"masks file not found: {path}")
+    if path.endswith(".safetensors"):
+        return _ticket_masks(path, p)
     with np.load(path) as z:
         missing = [f"mask{i}" for i in range(len(p.masks)) if f"mask{i}" not in z]
         if missing:
             raise ValueError(f"masks file must hold mask0..mask{len(p.masks) - 1}, missing {', '.join(missing)}")
         return [z[f"mask{i}"].astype(bool) for i in range(len(p.masks))]
+
+
+def _ticket_masks(path: str, p: Planted) -> list[np.ndarray]:
+    """The masks of a ticket searched on ``planted-<p.task>``; its layer shapes must be the mother network's."""
+    from ..ticket import read_ticket
+
+    ticket = read_ticket(path)
+    data = ticket.config.get("data")
+    if data != f"planted-{p.task}":
+        raise ValueError(f"ticket {path} must be searched on planted-{p.task}, got data {data!r}")
+    masks = [m.cpu().numpy().astype(bool) for m in ticket.masks]
+    shapes = [tuple(m.shape) for m in masks]
+    want = [tuple(w.shape) for w in p.weights]
+    if shapes != want:
+        raise ValueError(f"ticket {path} must have layer shapes {want} (depth {p.depth}, width {p.width}), "
+                         f"got {shapes}")
+    return masks
 
 
 def plant_report(task: str, depth: int, width: int, seed: int, *, quick: bool = False,
@@ -110,6 +134,7 @@ def add_plant_parser(subparsers: Any) -> None:
     p.add_argument("--width", type=int, default=100, help="hidden width (default: 100)")
     p.add_argument("--seed", type=int, default=0, help="mother network and data seed (default: 0)")
     p.add_argument("--quick", action="store_true", help="2,000 samples instead of 10,000")
-    p.add_argument("--masks", default=None, help=".npz with mask0..mask{L-1}: report their recovery")
+    p.add_argument("--masks", default=None, help=".npz with mask0..mask{L-1}, or a ticket .safetensors searched on "
+                   "planted-<task> with matching widths: report their recovery")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(run=_run)

@@ -5,6 +5,10 @@ SGD with momentum and a cosine learning-rate schedule (per step), optional weigh
 The epoch with the best validation accuracy (a split carved from the training data) is selected; the test
 split is evaluated once, at the end, on the selected masks.
 
+Regression data (``Splits.task == "regression"``, e.g. ``planted-relu``): the network's last layer is an
+identity head (no softmax), the loss is ``F.mse_loss``, and the keys ``train_mse`` / ``val_mse`` / ``test_mse``
+replace ``train_acc`` / ``val_acc`` / ``test_acc``; the epoch with the lowest validation MSE is selected.
+
 A run folder holds ``config.json`` (resolved), ``metrics.jsonl`` (one line per epoch, append-only),
 ``checkpoint.pt`` (written atomically after every epoch), ``ticket.safetensors``, ``summary.json`` and
 ``report.md``. Running the same config again resumes from the checkpoint and ends with the same mask, bit for
@@ -43,7 +47,7 @@ from .. import distributed
 from ..backend import backend_name, resolve_device
 from ..config import SearchConfig, model_label
 from ..data.splits import Split, Splits, batches, load_splits
-from ..evaluate import evaluate
+from ..evaluate import better, evaluate, metric_key
 from ..models import model_from_config
 from ..nn import MaskedLayer, masked_layers, other_state, trainable_state
 from ..ticket import save_ticket, weights_sha256
@@ -124,6 +128,10 @@ def run_search(
     backend = backend_name(device)
 
     splits: Splits = load_splits(cfg.data, val_fraction=cfg.val_fraction, root=cfg.data_root)
+    task, m = splits.task, metric_key(splits.task)
+    if task == "regression" and cfg.algo in ("snip", "grasp"):
+        raise ValueError(f"algo {cfg.algo} scores with a cross-entropy saliency and needs classification data, "
+                         f"got regression data {cfg.data}")
     train, val, test = (s.to(device) for s in (splits.train, splits.val, splits.test))
     model = model_from_config(cfg, splits.input_shape, splits.num_classes).to(device)
     layers = masked_layers(model)
@@ -178,21 +186,22 @@ def run_search(
                                          augment=cfg.augment, rank=rank, world_size=world)):
             logits = train_model(b.x)
             global_count = min(cfg.batch_size, len(train) - step * cfg.batch_size)  # the last batch may be short
-            loss, batch_loss_sum = _loss(logits, b.labels, world, global_count)
+            loss, batch_loss_sum = _loss(logits, b.labels, world, global_count, task)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             schedule.step()
             method.after_step(model)
             loss_sum += batch_loss_sum
-            correct += int((logits.detach().argmax(1) == b.labels).sum())
+            if task == "classification":
+                correct += int((logits.detach().argmax(1) == b.labels).sum())
         if world > 1:
             loss_sum, correct = distributed.all_reduce_sum([loss_sum, correct])
             correct = round(correct)
         if not all(torch.isfinite(p).all() for p in scored):
             raise FloatingPointError(f"scores became non-finite in epoch {epoch + 1}; lower --lr (got {cfg.lr})")
         method.after_epoch(model, epoch)
-        val_acc, val_loss = evaluate(model, val) if world == 1 else _evaluate_shared(model, val_share, len(val))
+        val_metric, val_loss = evaluate(model, val) if world == 1 else _evaluate_shared(model, val_share, len(val))
         masks_now = [layer.mask.clone() for layer in layers]
         mask_sha = distributed.tensors_sha256(masks_now + [layer.bias_mask for layer in layers])
         if world > 1:
@@ -203,9 +212,9 @@ def run_search(
         record = {
             "epoch": epoch + 1,
             "train_loss": loss_sum / len(train),
-            "train_acc": correct / len(train),
+            f"train_{m}": correct / len(train) if m == "acc" else loss_sum / len(train),
             "val_loss": val_loss,
-            "val_acc": val_acc,
+            f"val_{m}": val_metric,
             "lr": optimizer.param_groups[0]["lr"],
             "flip_rate": flips / sum(m.numel() for m in masks_now),
             "mask_sha256": mask_sha,
@@ -213,8 +222,8 @@ def run_search(
             "score_histogram": _score_histogram(layers),
             "seconds": time.perf_counter() - t0,
         }
-        if density == cfg.density and (best is None or val_acc > best["val_acc"]):
-            best = {"val_acc": val_acc, "epoch": epoch + 1, "masks": masks_now,
+        if density == cfg.density and better(task, val_metric, None if best is None else best[f"val_{m}"]):
+            best = {f"val_{m}": val_metric, "epoch": epoch + 1, "masks": masks_now,
                     "bias_masks": [layer.bias_mask for layer in layers], "other": other_state(model),
                     "scores": [s.detach().clone() for s in scored] if cfg.save_scores else None}
         history.append(record)
@@ -229,10 +238,11 @@ def run_search(
             with open(folder / "metrics.jsonl", "a") as fh:
                 fh.write(json.dumps(record) + "\n")
         if writer is not None:
-            for key in ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "flip_rate", "density"):
+            for key in ("train_loss", f"train_{m}", "val_loss", f"val_{m}", "lr", "flip_rate", "density"):
                 writer.add_scalar(key, record[key], epoch + 1)
             writer.flush()
-        bar.set_postfix(val_acc=f"{val_acc:.3f}", loss=f"{record['train_loss']:.3f}")
+        bar.set_postfix({f"val_{m}": f"{val_metric:.3f}" if m == "acc" else f"{val_metric:.3g}",
+                         "loss": f"{record['train_loss']:.3f}"})
         if on_epoch is not None:
             on_epoch(record)
     bar.close()
@@ -258,15 +268,16 @@ def _finish(cfg: SearchConfig, model: torch.nn.Module, layers: list[MaskedLayer]
         if best["scores"] is not None:
             for s, saved in zip(scored, best["scores"]):
                 s.copy_(saved)
-    test_acc, test_loss = evaluate(model, test)
+    test_metric, test_loss = evaluate(model, test)
+    m = metric_key(test.task)
     collapsed = methods.collapsed_layers(layers)
     if collapsed:
         warnings.warn(f"{cfg.algo} at density {cfg.density:g} collapsed masked layer(s) {collapsed}: they keep no "
                       f"weight, so the network's output no longer depends on its input", RuntimeWarning, stacklevel=2)
     summary = {
-        "test_acc": test_acc,
+        f"test_{m}": test_metric,
         "test_loss": test_loss,
-        "val_acc": best["val_acc"],
+        f"val_{m}": best[f"val_{m}"],
         "best_epoch": best["epoch"],
         "epochs": cfg.epochs,
         **_layer_stats(layers),
@@ -283,23 +294,37 @@ def _finish_untrained(cfg: SearchConfig, model: torch.nn.Module, layers: list[Ma
                       test: Split, folder: Path, facts: dict[str, Any]) -> dict[str, Any]:
     """Finish a method that found its (now fixed) masks without training: one validation record, then
     :func:`_finish` as for a trained run."""
-    val_acc, val_loss = evaluate(model, val)
+    val_metric, val_loss = evaluate(model, val)
+    m = metric_key(val.task)
     masks_now = [layer.mask.clone() for layer in layers]
-    record = {"epoch": 0, "val_loss": val_loss, "val_acc": val_acc, "rounds": cfg.rounds,
+    record = {"epoch": 0, "val_loss": val_loss, f"val_{m}": val_metric, "rounds": cfg.rounds,
               "mask_sha256": distributed.tensors_sha256(masks_now), **_layer_stats(layers),
               "seconds": facts["seconds"]}
     (folder / "metrics.jsonl").write_text(json.dumps(record) + "\n")
-    best = {"val_acc": val_acc, "epoch": 0, "masks": masks_now, "bias_masks": [None] * len(layers),
+    best = {f"val_{m}": val_metric, "epoch": 0, "masks": masks_now, "bias_masks": [None] * len(layers),
             "other": other_state(model), "scores": None}
     return _finish(cfg, model, layers, [], best, [], test, folder, {**facts, "epochs": 0, "rounds": cfg.rounds})
 
 
-def _loss(logits: torch.Tensor, labels: torch.Tensor, world: int, global_count: int) -> tuple[torch.Tensor, float]:
-    """The loss to back-propagate and the sum of this rank's per-example cross-entropies.
+def _loss(logits: torch.Tensor, labels: torch.Tensor, world: int, global_count: int,
+          task: str = "classification") -> tuple[torch.Tensor, float]:
+    """The loss to back-propagate and the sum of this rank's per-example losses.
 
-    One process: the batch mean. R ranks: (R / B) Σ_shard CE over this rank's share of a global batch of B, which
-    DDP's average over the ranks turns into the gradient of the global batch's mean.
+    Classification: cross-entropy of the logits. Regression: ``F.mse_loss`` of the identity head's outputs
+    (B, d_out) against the targets, no softmax; an example's loss is its squared error averaged over the d_out
+    outputs, so the batch mean is ``F.mse_loss(outputs, targets)``.
+    One process: the batch mean. R ranks: (R / B) Σ_shard loss over this rank's share of a global batch of B,
+    which DDP's average over the ranks turns into the gradient of the global batch's mean.
     """
+    if task == "regression":
+        if logits.shape != labels.shape:
+            raise ValueError(f"regression outputs must have the targets' shape {tuple(labels.shape)}, "
+                             f"got {tuple(logits.shape)}")
+        if world == 1:
+            loss = F.mse_loss(logits, labels)
+            return loss, float(loss.detach()) * labels.shape[0]
+        total = F.mse_loss(logits, labels, reduction="sum") / labels[0].numel()
+        return total * (world / global_count), float(total.detach())
     if world == 1:
         loss = F.cross_entropy(logits, labels)
         return loss, float(loss.detach()) * labels.shape[0]
@@ -308,11 +333,13 @@ def _loss(logits: torch.Tensor, labels: torch.Tensor, world: int, global_count: 
 
 
 def _evaluate_shared(model: torch.nn.Module, share: Split, total: int) -> tuple[float, float]:
-    """(accuracy, mean cross-entropy) over a split of ``total`` examples, of which this rank evaluates ``share``;
-    every rank gets the same numbers, so every rank selects the same best epoch."""
-    acc, loss = evaluate(model, share) if len(share) else (0.0, 0.0)
-    correct, loss_sum = distributed.all_reduce_sum([acc * len(share), loss * len(share)])
-    return round(correct) / total, loss_sum / total
+    """(metric, mean loss) over a split of ``total`` examples (see :func:`evaluate`), of which this rank
+    evaluates ``share``; every rank gets the same numbers, so every rank selects the same best epoch."""
+    metric, loss = evaluate(model, share) if len(share) else (0.0, 0.0)
+    metric_sum, loss_sum = distributed.all_reduce_sum([metric * len(share), loss * len(share)])
+    if share.task == "regression":
+        return loss_sum / total, loss_sum / total
+    return round(metric_sum) / total, loss_sum / total
 
 
 def _to_device(obj: Any, device: torch.device) -> Any:
@@ -354,21 +381,24 @@ def _catch_up_metrics(path: Path, history: list[dict[str, Any]]) -> None:
 
 
 def _report(cfg: SearchConfig, summary: dict[str, Any], history: list[dict[str, Any]]) -> str:
+    """``report.md`` of one run: accuracy columns for classification, MSE columns for regression."""
+    m = "acc" if "test_acc" in summary else "mse"
+    fmt = ".4f" if m == "acc" else ".4g"
     lines = [
         f"# {cfg.run_name()}",
         "",
         f"{cfg.algo} on `{cfg.data}`, model `{model_label(cfg)}`, init `{cfg.init}`, "
         f"density {cfg.density} ({cfg.scope}), seed {cfg.seed}.",
         "",
-        "| test acc | val acc (best epoch) | kept / total weights | seconds | backend |",
+        f"| test {m} | val {m} (best epoch) | kept / total weights | seconds | backend |",
         "|---|---|---|---|---|",
-        f"| {summary['test_acc']:.4f} | {summary['val_acc']:.4f} ({summary['best_epoch']}) | "
+        f"| {summary[f'test_{m}']:{fmt}} | {summary[f'val_{m}']:{fmt}} ({summary['best_epoch']}) | "
         f"{summary['kept_weights']:,} / {summary['total_weights']:,} | {summary['seconds']:.1f} | "
         f"{summary['backend']} |",
         "",
-        "| epoch | train loss | train acc | val acc | flip rate |",
+        f"| epoch | train loss | train {m} | val {m} | flip rate |",
         "|---|---|---|---|---|",
     ]
-    lines += [f"| {r['epoch']} | {r['train_loss']:.4f} | {r['train_acc']:.4f} | {r['val_acc']:.4f} | "
+    lines += [f"| {r['epoch']} | {r['train_loss']:.4f} | {r[f'train_{m}']:{fmt}} | {r[f'val_{m}']:{fmt}} | "
               f"{r['flip_rate']:.4f} |" for r in history]
     return "\n".join(lines) + "\n"
