@@ -12,6 +12,13 @@ the seed, names each layer's random stream, so a model config plus a seed determ
   CIFAR variant: 3×3 stem, 4 stages × 2 blocks, 64…512 channels), for 32×32 inputs; ``width`` > 1 gives wide
   ResNets (Zagoruyko & Komodakis 2016). Batch norm is non-affine by default (nothing but scores learns);
   ``learn_bn=True`` makes it affine and trainable. Shortcuts that change shape are masked 1×1 convs + BN.
+- ``planted``: the Plant 'n' Seek mother network of ``data`` ``planted-<task>`` (Fischer & Burkholz 2022) with
+  a target ticket planted in it: ``plant_task(task, depth=len(widths) + 2, width=widths[0], seed=seed)``
+  (equal hidden widths, default 100, 100, 100), as MaskedLinear(bias=True, bias_scores=True) + ReLU layers whose
+  frozen weights and biases are the mother network's (``strongticket.planted.planted_model``), so that a
+  searched ticket can be compared with the planted one (``strongticket plant --masks``). ``init``,
+  ``scale_fan``, ``bias`` and ``bias_scores`` do not apply: the weights are the planted ones and the biases
+  always have scores, as in Plant 'n' Seek.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ from torch import Tensor, nn
 
 from .nn import MaskedConv2d, MaskedLinear, use_global_topk
 
-__all__ = ["MLP", "ConvNet", "ResNet", "MODELS", "build_model", "model_from_config"]
+__all__ = ["MLP", "ConvNet", "ResNet", "MODELS", "build_model", "model_from_config", "planted_network"]
 
 
 class _Layers:
@@ -193,9 +200,35 @@ def _variant(cls: type, name: str) -> Callable[..., nn.Module]:
     return build
 
 
+def planted_network(input_shape: Sequence[int], num_classes: int, widths: Sequence[int] = (100, 100, 100), *,
+                    data: str | None = None, width: float = 1.0, density: float = 0.5, seed: int = 0,
+                    weights: str = "stored", **_ignored: Any) -> nn.Module:
+    """The planted mother network of ``data`` (``planted-<task>``), ready for a search at ``density``."""
+    from .planted.plant import plant_task, planted_model
+    from .planted.targets import TASKS
+
+    tasks = tuple(f"planted-{t}" for t in TASKS)
+    if data not in tasks:
+        raise ValueError(f"model planted needs data {' or '.join(tasks)}, got {data!r}")
+    _positive_ints("widths", widths)
+    if len(set(widths)) != 1:
+        raise ValueError(f"model planted needs equal hidden widths, got {list(widths)}")
+    if width != 1:
+        raise ValueError(f"model planted takes no width multiplier (set --widths), got width {width!r}")
+    if weights != "stored":
+        raise ValueError(f"model planted needs stored weights (the planted ones), got weights {weights!r}")
+    planted = plant_task(data.removeprefix("planted-"), depth=len(widths) + 2, width=widths[0], seed=seed)
+    model = planted_model(planted, density=density, seed=seed)
+    if (tuple(input_shape), num_classes) != ((planted.widths[0],), planted.widths[-1]):
+        raise ValueError(f"model planted for {data} needs input shape ({planted.widths[0]},) and "
+                         f"{planted.widths[-1]} outputs, got {tuple(input_shape)} and {num_classes}")
+    return model
+
+
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "mlp": MLP,
     **{name: _variant(ConvNet, name) for name in _CONV_PLANS},
+    "planted": planted_network,
     **{name: _variant(ResNet, name) for name in _RESNET_PLANS},
 }
 
@@ -214,6 +247,8 @@ def model_from_config(cfg: Any, input_shape: Sequence[int], num_classes: int) ->
                                   learn_bn=cfg.learn_bn, weights=getattr(cfg, "weights", "stored"))
     if cfg.widths is not None:
         kwargs["widths"] = tuple(cfg.widths)
+    if cfg.model == "planted":
+        kwargs["data"] = cfg.data
     model = build_model(cfg.model, input_shape, num_classes, **kwargs)
     if cfg.scope == "global":
         use_global_topk(model, cfg.density)

@@ -6,10 +6,14 @@
 Prints the planted weights and density per layer and in total (weights only, as the paper), and the planted
 ticket's test metric (accuracy / MSE) in float64 and through strongticket's MaskedLinear layers (float32).
 ``--masks`` takes an ``.npz`` with arrays ``mask0 .. mask{L-1}`` (bool, (n_out, n_in)), or a ticket
-(``.safetensors``) searched on ``planted-<task>`` with an mlp of matching hidden widths (``depth - 2`` layers of
-``width``), and adds their recovery metrics and task metric (the found masks applied to the mother network).
-Caveat: a ticket searched with ``strongticket search`` masks strongticket's own frozen random weights, not this
-mother network, so its recovery is that of an unplanted search until the search can run on the planted network.
+(``.safetensors``) searched on ``planted-<task>``, and adds their recovery metrics and task metric (the found
+masks applied to the mother network). A ticket searched with ``--model planted`` masks this very mother network:
+depth, width and seed default to the ticket's own (the mother network is drawn from the ticket's seed; giving
+other values is an error), and its task metric is the ticket's own network (weight and bias masks, outputs not
+rescaled) on the test split it was searched on (data seed ``PLANTED_TASK_SEED``), i.e. ``strongticket eval``'s
+metric up to float32 rounding. A ticket searched with an mlp of matching hidden widths (``depth - 2`` layers of
+``width``) masks strongticket's own frozen random weights, not this mother network, so its recovery is that of
+an unplanted search (a baseline). Without a planted ticket, depth, width and seed default to 5, 100 and 0.
 ``--quick`` uses n = 2,000 samples. ``add_plant_parser(subparsers)`` registers it;
 a bad value raises a one-line ValueError (``cli.main`` prints it and exits 2).
 """
@@ -24,6 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..data.splits import PLANTED_TASK_SEED
 from .plant import Planted, plant_task, planted_model
 from .recovery import has_path, mask_recovery, planted_path_survives, task_metric, task_metric_name
 from .targets import TASKS
@@ -32,14 +37,16 @@ from .tasks import make_task
 __all__ = ["add_plant_parser", "plant_report"]
 
 
-def _masked_metric(p: Planted, masks: list[np.ndarray], x: np.ndarray, y: np.ndarray) -> float:
-    """Task metric of the mother net under ``masks`` (all biases kept), outputs divided by the planted scale."""
+def _masked_metric(p: Planted, masks: list[np.ndarray], x: np.ndarray, y: np.ndarray,
+                   bias_masks: list[np.ndarray] | None = None) -> float:
+    """Task metric of the mother net under ``masks``: with ``bias_masks`` those biases and the raw outputs (a
+    ticket searched on the planted network), else all biases kept and outputs divided by the planted scale."""
     h = x
     for i, (w, b) in enumerate(zip(p.weights, p.biases, strict=True)):
-        h = h @ (w * masks[i]).T + b
+        h = h @ (w * masks[i]).T + (b if bias_masks is None else b * bias_masks[i])
         if i < len(p.weights) - 1:
             h = np.maximum(h, 0.0)
-    return task_metric(p.task, h / p.scale, y)
+    return task_metric(p.task, h if bias_masks is not None else h / p.scale, y)
 
 
 def _load_masks(path: str, p: Planted) -> list[np.ndarray]:
@@ -55,6 +62,22 @@ def _load_masks(path: str, p: Planted) -> list[np.ndarray]:
         return [z[f"mask{i}"].astype(bool) for i in range(len(p.masks))]
 
 
+def _planted_ticket(path: str | None) -> dict[str, Any] | None:
+    """The config of ``path`` if it is a ticket searched with ``--model planted``, else None."""
+    if path is None or not path.endswith(".safetensors") or not Path(path).is_file():
+        return None
+    from ..ticket import read_ticket
+
+    config = read_ticket(path).config
+    return config if config.get("model") == "planted" else None
+
+
+def _ticket_bias_masks(path: str) -> list[np.ndarray]:
+    from ..ticket import read_ticket
+
+    return [m.cpu().numpy().astype(bool) for m in read_ticket(path).bias_masks]
+
+
 def _ticket_masks(path: str, p: Planted) -> list[np.ndarray]:
     """The masks of a ticket searched on ``planted-<p.task>``; its layer shapes must be the mother network's."""
     from ..ticket import read_ticket
@@ -63,6 +86,9 @@ def _ticket_masks(path: str, p: Planted) -> list[np.ndarray]:
     data = ticket.config.get("data")
     if data != f"planted-{p.task}":
         raise ValueError(f"ticket {path} must be searched on planted-{p.task}, got data {data!r}")
+    if ticket.config.get("model") == "planted" and ticket.config.get("seed") != p.seed:
+        raise ValueError(f"ticket {path} was searched on the network planted with seed {ticket.config.get('seed')}, "
+                         f"got seed {p.seed}")
     masks = [m.cpu().numpy().astype(bool) for m in ticket.masks]
     shapes = [tuple(m.shape) for m in masks]
     want = [tuple(w.shape) for w in p.weights]
@@ -72,9 +98,22 @@ def _ticket_masks(path: str, p: Planted) -> list[np.ndarray]:
     return masks
 
 
-def plant_report(task: str, depth: int, width: int, seed: int, *, quick: bool = False,
-                 masks_path: str | None = None) -> dict[str, Any]:
-    """Everything ``strongticket plant`` prints, as a dict."""
+def _resolve(name: str, given: int | None, from_ticket: int | None, default: int, path: str | None) -> int:
+    if from_ticket is None:
+        return default if given is None else given
+    if given is not None and given != from_ticket:
+        raise ValueError(f"ticket {path} was searched with --model planted at {name} {from_ticket}, got {name} {given}")
+    return from_ticket
+
+
+def plant_report(task: str, depth: int | None = None, width: int | None = None, seed: int | None = None, *,
+                 quick: bool = False, masks_path: str | None = None) -> dict[str, Any]:
+    """Everything ``strongticket plant`` prints, as a dict (None: the planted ticket's value, else the default)."""
+    cfg = _planted_ticket(masks_path)
+    widths = cfg.get("widths") or (100, 100, 100) if cfg is not None else None
+    depth = _resolve("depth", depth, None if cfg is None else len(widths) + 2, 5, masks_path)
+    width = _resolve("width", width, None if cfg is None else widths[0], 100, masks_path)
+    seed = _resolve("seed", seed, None if cfg is None else cfg.get("seed"), 0, masks_path)
     p = plant_task(task, depth, width, seed)
     data = make_task(task, seed=seed, n=2_000 if quick else 10_000)
     model = planted_model(p)
@@ -95,7 +134,13 @@ def plant_report(task: str, depth: int, width: int, seed: int, *, quick: bool = 
         report["recovery"] = [r.as_dict() for r in mask_recovery(found, p.masks)]
         report["planted_path_survives"] = planted_path_survives(found, p.masks)
         report["has_path"] = has_path(found)
-        report["found_test_metric"] = _masked_metric(p, found, data.x_test, data.y_test)
+        if cfg is None:
+            report["found_test_metric"] = _masked_metric(p, found, data.x_test, data.y_test)
+        else:  # the ticket's own network on the test split it was searched on
+            searched = make_task(task, seed=PLANTED_TASK_SEED, n=10_000)
+            report["found_test_metric"] = _masked_metric(p, found, searched.x_test, searched.y_test,
+                                                         _ticket_bias_masks(masks_path))
+        report["found_on_planted_network"] = cfg is not None
     return report
 
 
@@ -130,11 +175,14 @@ def add_plant_parser(subparsers: Any) -> None:
                                           "network (Fischer & Burkholz 2022, Algorithm 1).")
     # the task name is checked by make_target/make_task, which say what is wrong in one line (argparse adds usage)
     p.add_argument("--task", default="circle", help=f"one of {', '.join(TASKS)} (default: circle)")
-    p.add_argument("--depth", type=int, default=5, help="layers, input layer counted (default: 5)")
-    p.add_argument("--width", type=int, default=100, help="hidden width (default: 100)")
-    p.add_argument("--seed", type=int, default=0, help="mother network and data seed (default: 0)")
+    p.add_argument("--depth", type=int, default=None,
+                   help="layers, input layer counted (default: a --model planted ticket's, else 5)")
+    p.add_argument("--width", type=int, default=None, help="hidden width (default: a --model planted ticket's, "
+                   "else 100)")
+    p.add_argument("--seed", type=int, default=None, help="mother network and data seed (default: a --model "
+                   "planted ticket's, else 0)")
     p.add_argument("--quick", action="store_true", help="2,000 samples instead of 10,000")
     p.add_argument("--masks", default=None, help=".npz with mask0..mask{L-1}, or a ticket .safetensors searched on "
-                   "planted-<task> with matching widths: report their recovery")
+                   "planted-<task> (--model planted, or an mlp with matching widths): report their recovery")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(run=_run)

@@ -162,19 +162,25 @@ def plant_task(task: str, depth: int = 5, width: int = 100, seed: int = 0) -> Pl
     return plant(make_target(task, depth), width, seed)
 
 
-def planted_model(planted: Planted) -> nn.Sequential:
+def planted_model(planted: Planted, *, density: float | None = None, seed: int | None = None) -> nn.Sequential:
     """The planted network as MaskedLinear(bias=True, bias_scores=True) + ReLU layers, float32, with the planted
-    weights as the frozen weights and the ground-truth masks fixed: ``model(x) / scale`` is the target."""
+    weights and biases as the frozen weights and biases.
+
+    ``density=None``: the ground-truth masks are fixed, so ``model(x) / scale`` is the target. A ``density`` in
+    (0, 1]: nothing is fixed; every layer keeps that fraction of its weights (and of its biases) by scores drawn
+    from ``seed`` (default ``planted.seed``), ready for a search (the ``planted`` model of the registry).
+    """
     layers: list[nn.Module] = []
     for layer, (w, b, m, bm) in enumerate(zip(planted.weights, planted.biases, planted.masks, planted.bias_masks,
                                               strict=True)):
-        density = max(float(m.mean()), 1.0 / m.size)
-        lin = MaskedLinear(w.shape[1], w.shape[0], bias=True, bias_scores=True, density=density,
-                           init="kaiming_normal", seed=planted.seed, layer=layer)
+        keep = max(float(m.mean()), 1.0 / m.size) if density is None else density
+        lin = MaskedLinear(w.shape[1], w.shape[0], bias=True, bias_scores=True, density=keep,
+                           init="kaiming_normal", seed=planted.seed if seed is None else seed, layer=layer)
         with torch.no_grad():
             lin.weight.copy_(torch.from_numpy(w))
             lin.bias.copy_(torch.from_numpy(b))
-        lin.fix_mask(torch.from_numpy(m), torch.from_numpy(bm))
+        if density is None:
+            lin.fix_mask(torch.from_numpy(m), torch.from_numpy(bm))
         layers.append(lin)
         if layer < len(planted.weights) - 1:
             layers.append(nn.ReLU())
