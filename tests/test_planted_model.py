@@ -45,6 +45,8 @@ def test_search_eval_and_plant_masks_on_planted_network(tmp_path, capsys) -> Non
     text = capsys.readouterr().out
     assert "(depth 3, seed 3)" in text
     assert "found layer 0: precision" in text and "found layer 1: precision" in text and "jaccard" in text
+    assert main(["plant", "--quick", "--masks", ticket]) == 0  # the task comes from the ticket
+    assert "planted relu ticket" in capsys.readouterr().out
     assert main(["plant", "--task", "relu", "--quick", "--json", "--masks", ticket]) == 0
     r = json.loads(capsys.readouterr().out)
     assert (r["depth"], r["width"], r["seed"]) == (3, 20, 3) and r["found_on_planted_network"]

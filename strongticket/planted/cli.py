@@ -159,8 +159,21 @@ def _print(r: dict[str, Any]) -> None:
               f"found ticket test {r['metric']}: {r['found_test_metric']:.6g}")
 
 
+def _ticket_task(path: str) -> str | None:
+    """The task a ticket was searched on (``planted-<task>``), or None for .npz masks and other tickets."""
+    if not str(path).endswith(".safetensors"):
+        return None
+    from ..ticket import read_ticket
+
+    data = str(read_ticket(path).config.get("data", ""))
+    return data[len("planted-"):] if data.startswith("planted-") else None
+
+
 def _run(ns: argparse.Namespace) -> int:
-    r = plant_report(ns.task, ns.depth, ns.width, ns.seed, quick=ns.quick, masks_path=ns.masks)
+    task = ns.task
+    if task is None:
+        task = (_ticket_task(ns.masks) if ns.masks else None) or "circle"
+    r = plant_report(task, ns.depth, ns.width, ns.seed, quick=ns.quick, masks_path=ns.masks)
     if ns.json:
         print(json.dumps(r))
     else:
@@ -174,7 +187,8 @@ def add_plant_parser(subparsers: Any) -> None:
                               description="Circle / ReLU / Helix target tickets planted into a He-initialised "
                                           "network (Fischer & Burkholz 2022, Algorithm 1).")
     # the task name is checked by make_target/make_task, which say what is wrong in one line (argparse adds usage)
-    p.add_argument("--task", default="circle", help=f"one of {', '.join(TASKS)} (default: circle)")
+    p.add_argument("--task", default=None,
+                   help=f"one of {', '.join(TASKS)} (default: the --masks ticket's task, else circle)")
     p.add_argument("--depth", type=int, default=None,
                    help="layers, input layer counted (default: a --model planted ticket's, else 5)")
     p.add_argument("--width", type=int, default=None, help="hidden width (default: a --model planted ticket's, "
