@@ -30,6 +30,7 @@ Prior art: Triton tutorial 03 (blocked matmul), stk/MegaBlocks (kernels → ops 
 from __future__ import annotations
 
 import os
+from typing import NamedTuple
 
 import torch
 import triton
@@ -334,6 +335,28 @@ def _mask_source(
     return _MODE_BITS, dummy, 0, dummy, dummy, 0, mask, mask.stride(0)
 
 
+class _Weight(NamedTuple):
+    """The W operand of a launch: a stored tensor, or a signed-constant tile regenerated from ``seed``."""
+
+    ptr: torch.Tensor  # the stored weight; when seeded any tensor on the device (never read)
+    stride_n: int
+    stride_k: int
+    shape: torch.Tensor  # (N, K)-shaped tensor for the mask checks (the weight, or a zero-stride stand-in)
+    dtype: torch.dtype
+    seeded: bool = False
+    seed: int = 0
+    cpr: int = 1  # Philox counters per row
+    scale: float = 1.0
+
+
+def _stored(weight: torch.Tensor) -> _Weight:
+    return _Weight(weight, weight.stride(0), weight.stride(1), weight, weight.dtype)
+
+
+def _seeded_args(w: _Weight) -> tuple:
+    return w.seed, w.cpr, w.scale
+
+
 def masked_linear_forward(
     x: torch.Tensor,
     weight: torch.Tensor,
@@ -358,9 +381,16 @@ def masked_linear_forward(
     _check_2d("weight", weight, (weight.shape[0], x.shape[1]), _FLOATS)
     _check_tiles(write_bits, block_n=block_n, block_m=block_m, block_k=block_k)
     _check_precision(input_precision)
+    return _forward(x, _stored(weight), mask, scores, threshold, bias, write_bits, input_precision,
+                    block_n, block_m, block_k, num_warps, num_stages)
+
+
+def _forward(x: torch.Tensor, w: _Weight, mask, scores, threshold, bias, write_bits: bool, input_precision: str,
+             block_n: int, block_m: int, block_k: int, num_warps: int, num_stages: int,
+             ) -> tuple[torch.Tensor, torch.Tensor | None]:
     m_rows, k = x.shape
-    n = weight.shape[0]
-    mode, s, stride_sn, thr, mk, stride_mn, bits, stride_bn = _mask_source(weight, mask, scores, threshold)
+    n = w.shape.shape[0]
+    mode, s, stride_sn, thr, mk, stride_mn, bits, stride_bn = _mask_source(w.shape, mask, scores, threshold)
     if bias is not None and (bias.shape != (n,) or bias.dtype not in _FLOATS):
         raise ValueError(f"bias must have shape ({n},) and a float32/bfloat16 dtype, got {tuple(bias.shape)} "
                          f"{bias.dtype}")
@@ -370,13 +400,14 @@ def masked_linear_forward(
     if y.numel():
         grid = (triton.cdiv(m_rows, block_m) * triton.cdiv(n, block_n),)
         _forward_kernel[grid](
-            x, weight, s, thr, mk, bits, weight if bias is None else bias, y,
-            weight if bits_out is None else bits_out,
-            m_rows, n, k, n_words, 0, 1, 1.0,
-            x.stride(0), x.stride(1), weight.stride(0), weight.stride(1), stride_sn, stride_mn, stride_bn,
+            x, w.ptr, s, thr, mk, bits, w.ptr if bias is None else bias, y,
+            w.ptr if bits_out is None else bits_out,
+            m_rows, n, k, n_words, *_seeded_args(w),
+            x.stride(0), x.stride(1), w.stride_n, w.stride_k, stride_sn, stride_mn, stride_bn,
             y.stride(0), y.stride(1), n_words,
-            MASK_MODE=mode, HAS_BIAS=bias is not None, WRITE_BITS=write_bits, SEEDED=False, W_BF16=False,
-            UPCAST=_upcast(x.dtype, weight.dtype), INPUT_PRECISION=input_precision,
+            MASK_MODE=mode, HAS_BIAS=bias is not None, WRITE_BITS=write_bits, SEEDED=w.seeded,
+            W_BF16=w.seeded and w.dtype == torch.bfloat16, UPCAST=_upcast(x.dtype, w.dtype),
+            INPUT_PRECISION=input_precision,
             BLOCK_N=block_n, BLOCK_M=block_m, BLOCK_K=block_k, num_warps=num_warps, num_stages=num_stages,
         )
     elif write_bits and m_rows == 0:
@@ -403,18 +434,24 @@ def masked_linear_dx(
     _check_2d("weight", weight, (dy.shape[1], weight.shape[1]), _FLOATS)
     _check_tiles(block_k=block_k, block_m=block_m, block_n=block_n)
     _check_precision(input_precision)
+    return _dx(dy, _stored(weight), mask, scores, threshold, input_precision, block_k, block_m, block_n,
+               num_warps, num_stages)
+
+
+def _dx(dy: torch.Tensor, w: _Weight, mask, scores, threshold, input_precision: str, block_k: int, block_m: int,
+        block_n: int, num_warps: int, num_stages: int) -> torch.Tensor:
     m_rows, n = dy.shape
-    k = weight.shape[1]
-    mode, s, stride_sn, thr, mk, stride_mn, bits, stride_bn = _mask_source(weight, mask, scores, threshold)
+    k = w.shape.shape[1]
+    mode, s, stride_sn, thr, mk, stride_mn, bits, stride_bn = _mask_source(w.shape, mask, scores, threshold)
     dx = torch.empty((m_rows, k), dtype=dy.dtype, device=dy.device)
     if dx.numel():
         grid = (triton.cdiv(m_rows, block_m) * triton.cdiv(k, block_k),)
         _dx_kernel[grid](
-            dy, weight, s, thr, mk, bits, dx, m_rows, n, k, 0, 1, 1.0,
-            dy.stride(0), dy.stride(1), weight.stride(0), weight.stride(1), stride_sn, stride_mn, stride_bn,
+            dy, w.ptr, s, thr, mk, bits, dx, m_rows, n, k, *_seeded_args(w),
+            dy.stride(0), dy.stride(1), w.stride_n, w.stride_k, stride_sn, stride_mn, stride_bn,
             dx.stride(0), dx.stride(1),
-            MASK_MODE=mode, SEEDED=False, W_BF16=False, UPCAST=_upcast(dy.dtype, weight.dtype),
-            INPUT_PRECISION=input_precision,
+            MASK_MODE=mode, SEEDED=w.seeded, W_BF16=w.seeded and w.dtype == torch.bfloat16,
+            UPCAST=_upcast(dy.dtype, w.dtype), INPUT_PRECISION=input_precision,
             BLOCK_K=block_k, BLOCK_M=block_m, BLOCK_N=block_n, num_warps=num_warps, num_stages=num_stages,
         )
     return dx
@@ -453,18 +490,27 @@ def masked_linear_dscores(
         raise ValueError(f"scores must be contiguous along K, got strides {scores.stride()}")
     _check_tiles(block_n=block_n, block_k=block_k, block_m=block_m)
     _check_precision(input_precision)
+    return _dscores(dy, x, _stored(weight), scores, write_grad, lr, momentum_buffer, momentum, weight_decay,
+                    input_precision, block_n, block_k, block_m, num_warps, num_stages)
+
+
+def _dscores(dy: torch.Tensor, x: torch.Tensor, w: _Weight, scores: torch.Tensor, write_grad: bool, lr, momentum_buffer,
+             momentum: float, weight_decay: float, input_precision: str, block_n: int, block_k: int, block_m: int,
+             num_warps: int, num_stages: int) -> torch.Tensor | None:
+    n, k = dy.shape[1], x.shape[1]
     sgd = _check_sgd(n, k, write_grad, lr, momentum_buffer, momentum, weight_decay)
     ds = torch.empty((n, k), dtype=torch.float32, device=dy.device) if write_grad else None
     buf = momentum_buffer if momentum_buffer is not None else scores
     if n * k:
         grid = (triton.cdiv(n, block_n) * triton.cdiv(k, block_k),)
         _dscores_kernel[grid](
-            dy, x, weight, scores, scores if ds is None else ds, buf, dy.shape[0], n, k, 0, 1, 1.0,
+            dy, x, w.ptr, scores, scores if ds is None else ds, buf, dy.shape[0], n, k, *_seeded_args(w),
             float(lr or 0.0), float(momentum), float(weight_decay),
-            dy.stride(0), dy.stride(1), x.stride(0), x.stride(1), weight.stride(0), weight.stride(1),
+            dy.stride(0), dy.stride(1), x.stride(0), x.stride(1), w.stride_n, w.stride_k,
             scores.stride(0), 0 if ds is None else ds.stride(0), buf.stride(0),
-            WRITE_GRAD=write_grad, SGD=sgd, HAS_BUF=momentum_buffer is not None, SEEDED=False, W_BF16=False,
-            UPCAST=_upcast(dy.dtype, x.dtype), INPUT_PRECISION=input_precision,
+            WRITE_GRAD=write_grad, SGD=sgd, HAS_BUF=momentum_buffer is not None, SEEDED=w.seeded,
+            W_BF16=w.seeded and w.dtype == torch.bfloat16, UPCAST=_upcast(dy.dtype, x.dtype),
+            INPUT_PRECISION=input_precision,
             BLOCK_N=block_n, BLOCK_K=block_k, BLOCK_M=block_m, num_warps=num_warps, num_stages=num_stages,
         )
     return ds

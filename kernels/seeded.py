@@ -26,18 +26,7 @@ from __future__ import annotations
 import torch
 import triton
 
-from .masked_linear import (
-    _FLOATS,
-    _check_2d,
-    _check_precision,
-    _check_sgd,
-    _check_tiles,
-    _dscores_kernel,
-    _dx_kernel,
-    _forward_kernel,
-    _mask_source,
-    _upcast,
-)
+from .masked_linear import _FLOATS, _check_2d, _check_precision, _check_tiles, _dscores, _dx, _forward, _Weight
 
 __all__ = ["seeded_linear_forward", "seeded_linear_dx", "seeded_linear_dscores"]
 
@@ -68,9 +57,12 @@ def _tile_scale(scale: float, weight_dtype: torch.dtype) -> float:
     return float(torch.tensor(float(scale), dtype=torch.float32).to(weight_dtype).float())
 
 
-def _shape_only(n: int, k: int, device: torch.device) -> torch.Tensor:
-    """A 4-byte tensor viewed as (n, k) with zero strides: carries W's shape to the mask checks, no memory."""
-    return torch.zeros(1, dtype=torch.float32, device=device).as_strided((n, k), (0, 0))
+def _seeded_weight(like: torch.Tensor, seed: int, scale: float, n: int, k: int, cpr: int,
+                   weight_dtype: torch.dtype) -> _Weight:
+    """The W operand regenerated in the kernels: ``like`` stands in for the (never read) pointer, and a 4-byte
+    zero-stride tensor viewed as (n, k) carries W's shape to the mask checks."""
+    shape = torch.zeros(1, dtype=torch.float32, device=like.device).as_strided((n, k), (0, 0))
+    return _Weight(like, 0, 0, shape, weight_dtype, True, seed, cpr, _tile_scale(scale, weight_dtype))
 
 
 def seeded_linear_forward(
@@ -98,35 +90,16 @@ def seeded_linear_forward(
     (seed, scale, out_features, weight_dtype); block_k must be >= 32.
     """
     _check_2d("x", x, None, _FLOATS)
-    m_rows, k = x.shape
+    k = x.shape[1]
     n = out_features
     cpr = _check_seeded(seed, scale, n, k, weight_dtype)
     _check_tiles(write_bits, block_n=block_n, block_m=block_m, block_k=block_k)
     if block_k < 32:
         raise ValueError(f"block_k must be >= 32 (one Philox word per 32 weights), got {block_k}")
     _check_precision(input_precision)
-    shape = _shape_only(n, k, x.device)
-    mode, s, stride_sn, thr, mk, stride_mn, bits, stride_bn = _mask_source(shape, mask, scores, threshold)
-    if bias is not None and (bias.shape != (n,) or bias.dtype not in _FLOATS):
-        raise ValueError(f"bias must have shape ({n},) and a float32/bfloat16 dtype, got {tuple(bias.shape)} "
-                         f"{bias.dtype}")
-    y = torch.empty((m_rows, n), dtype=x.dtype, device=x.device)
-    n_words = triton.cdiv(k, 32)
-    bits_out = torch.empty((n, n_words), dtype=torch.int32, device=x.device) if write_bits else None
-    if y.numel():
-        grid = (triton.cdiv(m_rows, block_m) * triton.cdiv(n, block_n),)
-        _forward_kernel[grid](
-            x, x, s, thr, mk, bits, x if bias is None else bias, y, x if bits_out is None else bits_out,
-            m_rows, n, k, n_words, seed, cpr, _tile_scale(scale, weight_dtype),
-            x.stride(0), x.stride(1), 0, 0, stride_sn, stride_mn, stride_bn, y.stride(0), y.stride(1), n_words,
-            MASK_MODE=mode, HAS_BIAS=bias is not None, WRITE_BITS=write_bits, SEEDED=True,
-            W_BF16=weight_dtype == torch.bfloat16, UPCAST=_upcast(x.dtype, weight_dtype),
-            INPUT_PRECISION=input_precision, BLOCK_N=block_n, BLOCK_M=block_m, BLOCK_K=block_k,
-            num_warps=num_warps, num_stages=num_stages,
-        )
-    elif write_bits and m_rows == 0:
-        raise ValueError("write_bits needs a batch of at least one row (the pid_m == 0 CTAs write the bits)")
-    return y, bits_out
+    w = _seeded_weight(x, seed, scale, n, k, cpr, weight_dtype)
+    return _forward(x, w, mask, scores, threshold, bias, write_bits, input_precision, block_n, block_m, block_k,
+                    num_warps, num_stages)
 
 
 def seeded_linear_dx(
@@ -148,26 +121,15 @@ def seeded_linear_dx(
 ) -> torch.Tensor:
     """dx = dy (W ⊙ M), (M, K) in dy.dtype, W regenerated; tiles as ``masked_linear.masked_linear_dx``."""
     _check_2d("dy", dy, None, _FLOATS)
-    m_rows, n = dy.shape
+    n = dy.shape[1]
     k = in_features
     cpr = _check_seeded(seed, scale, n, k, weight_dtype)
     _check_tiles(block_k=block_k, block_m=block_m, block_n=block_n)
     if block_k < 32:
         raise ValueError(f"block_k must be >= 32 (one Philox word per 32 weights), got {block_k}")
     _check_precision(input_precision)
-    mode, s, stride_sn, thr, mk, stride_mn, bits, stride_bn = _mask_source(
-        _shape_only(n, k, dy.device), mask, scores, threshold)
-    dx = torch.empty((m_rows, k), dtype=dy.dtype, device=dy.device)
-    if dx.numel():
-        grid = (triton.cdiv(m_rows, block_m) * triton.cdiv(k, block_k),)
-        _dx_kernel[grid](
-            dy, dy, s, thr, mk, bits, dx, m_rows, n, k, seed, cpr, _tile_scale(scale, weight_dtype),
-            dy.stride(0), dy.stride(1), 0, 0, stride_sn, stride_mn, stride_bn, dx.stride(0), dx.stride(1),
-            MASK_MODE=mode, SEEDED=True, W_BF16=weight_dtype == torch.bfloat16, UPCAST=_upcast(dy.dtype, weight_dtype),
-            INPUT_PRECISION=input_precision, BLOCK_K=block_k, BLOCK_M=block_m, BLOCK_N=block_n,
-            num_warps=num_warps, num_stages=num_stages,
-        )
-    return dx
+    w = _seeded_weight(dy, seed, scale, n, k, cpr, weight_dtype)
+    return _dx(dy, w, mask, scores, threshold, input_precision, block_k, block_m, block_n, num_warps, num_stages)
 
 
 def seeded_linear_dscores(
@@ -202,19 +164,6 @@ def seeded_linear_dscores(
     if block_k < 32:
         raise ValueError(f"block_k must be >= 32 (one Philox word per 32 weights), got {block_k}")
     _check_precision(input_precision)
-    sgd = _check_sgd(n, k, write_grad, lr, momentum_buffer, momentum, weight_decay)
-    ds = torch.empty((n, k), dtype=torch.float32, device=dy.device) if write_grad else None
-    buf = momentum_buffer if momentum_buffer is not None else scores
-    grid = (triton.cdiv(n, block_n) * triton.cdiv(k, block_k),)
-    _dscores_kernel[grid](
-        dy, x, x, scores, scores if ds is None else ds, buf, dy.shape[0], n, k, seed, cpr,
-        _tile_scale(scale, weight_dtype),
-        float(lr or 0.0), float(momentum), float(weight_decay),
-        dy.stride(0), dy.stride(1), x.stride(0), x.stride(1), 0, 0, scores.stride(0),
-        0 if ds is None else ds.stride(0), buf.stride(0),
-        WRITE_GRAD=write_grad, SGD=sgd, HAS_BUF=momentum_buffer is not None, SEEDED=True,
-        W_BF16=weight_dtype == torch.bfloat16, UPCAST=_upcast(dy.dtype, x.dtype),
-        INPUT_PRECISION=input_precision, BLOCK_N=block_n, BLOCK_K=block_k, BLOCK_M=block_m,
-        num_warps=num_warps, num_stages=num_stages,
-    )
-    return ds
+    w = _seeded_weight(dy, seed, scale, n, k, cpr, weight_dtype)
+    return _dscores(dy, x, w, scores, write_grad, lr, momentum_buffer, momentum, weight_decay, input_precision,
+                    block_n, block_k, block_m, num_warps, num_stages)
