@@ -104,32 +104,32 @@ def _plots(runs: list[dict[str, Any]], out: Path) -> list[Path]:
         import matplotlib.pyplot as plt
     except ImportError:
         return []
-    fig, ax = plt.subplots(figsize=(6, 4))
     kinds = {_metric(r) for r in runs}
-    for r in runs:
-        key = f"val_{_metric(r)}"
-        ax.plot([m["epoch"] for m in r["metrics"]], [m[key] for m in r["metrics"]], label=r["folder"].name)
     ylabel = {"acc": "validation accuracy", "mse": "validation MSE"}[kinds.pop()] if len(kinds) == 1 else \
         "validation accuracy / MSE"
-    ax.set(xlabel="epoch", ylabel=ylabel, title=ylabel[0].upper() + ylabel[1:])
-    ax.grid(alpha=0.3)
-    if len(runs) <= 8:
-        ax.legend(fontsize=6)
-    fig.tight_layout()
-    acc = out / "accuracy.png"
-    fig.savefig(acc, dpi=120)
-    plt.close(fig)
+    curves = [([m["epoch"] for m in r["metrics"]], [m[f"val_{_metric(r)}"] for m in r["metrics"]], {})
+              for r in runs]
+    densities = [(list(range(len(r["summary"]["layer_density"]))), r["summary"]["layer_density"], {"marker": "o"})
+                 for r in runs]
+    names = [r["folder"].name for r in runs]
+    return [
+        _plot(plt, out / "accuracy.png", names, curves, "epoch", ylabel, ylabel[0].upper() + ylabel[1:]),
+        _plot(plt, out / "layer_density.png", names, densities, "masked layer", "kept fraction",
+              "Per-layer density of the selected mask"),
+    ]
 
+
+def _plot(plt: Any, path: Path, names: list[str], lines: list[tuple[list, list, dict]], xlabel: str, ylabel: str,
+          title: str) -> Path:
+    """One line per run, a legend when there are few runs, written to ``path`` (PNG)."""
     fig, ax = plt.subplots(figsize=(6, 4))
-    for r in runs:
-        dens = r["summary"]["layer_density"]
-        ax.plot(range(len(dens)), dens, marker="o", label=r["folder"].name)
-    ax.set(xlabel="masked layer", ylabel="kept fraction", title="Per-layer density of the selected mask")
+    for name, (xs, ys, style) in zip(names, lines):
+        ax.plot(xs, ys, label=name, **style)
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
     ax.grid(alpha=0.3)
-    if len(runs) <= 8:
+    if len(names) <= 8:
         ax.legend(fontsize=6)
     fig.tight_layout()
-    dens_path = out / "layer_density.png"
-    fig.savefig(dens_path, dpi=120)
+    fig.savefig(path, dpi=120)
     plt.close(fig)
-    return [acc, dens_path]
+    return path
