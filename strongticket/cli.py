@@ -89,9 +89,9 @@ def _int_list(name: str, text: str) -> list[int]:
 
 def _eval(ns: argparse.Namespace) -> int:
     from .evaluate import evaluate_ticket
-    from .ticket import read_ticket
+    from .ticket import ticket_kind
 
-    if read_ticket(ns.ticket).config.get("kind") == "theory":
+    if ticket_kind(ns.ticket) == "theory":
         return _eval_theory(ns)
     result = evaluate_ticket(ns.ticket, device=ns.device, data_root=ns.data_root, sanity=ns.sanity)
     if ns.json:

@@ -39,6 +39,7 @@ __all__ = [
     "Ticket",
     "save_ticket",
     "read_ticket",
+    "ticket_kind",
     "data_sha256",
     "read_checked_safetensors",
     "safetensors_header",
@@ -179,6 +180,15 @@ def read_checked_safetensors(path: Path, fmt: str, error: type[ValueError] = Non
     if data_sha256(tensors) != meta.get("data_sha256"):
         raise error(f"{path}: corrupted {noun} (tensor bytes do not match their SHA-256)")
     return tensors, meta
+
+
+def ticket_kind(path: str | Path) -> str:
+    """``"search"`` or ``"theory"``: what made a ticket, read from its header only (the full read checks the rest)."""
+    meta = safetensors_header(Path(path)).get("__metadata__") or {}
+    try:
+        return json.loads(meta.get("config", "{}")).get("kind", "search")
+    except (json.JSONDecodeError, AttributeError):
+        raise TicketError(f"{path}: corrupted ticket (config is not a JSON object)") from None
 
 
 def read_ticket(path: str | Path) -> Ticket:
