@@ -89,6 +89,13 @@ class SearchConfig:
                      "density**(r/rounds) in round r, re-scored in between; 1 = single shot", hashed="if-set")
     anneal_epochs: int = _f(0, "annealed-edge-popup: epochs T over which the density falls as density**(e/T) "
                             "(0: all epochs)", hashed="if-set")
+    rerand_every: int = _f(0, "iterand: re-randomize pruned weights every this many steps (0: after every epoch "
+                           "but the last)", hashed="if-set")
+    rerand_lambda: float = _f(0.1, "iterand: probability that a pruned weight is re-drawn at an event, in (0, 1]",
+                              hashed="if-set")
+    penalty: float = _f(1e-4, "gem-miner: lambda of the L2 penalty lambda*||p||^2 on the scores", hashed="if-set")
+    freeze_rounds: int = _f(0, "gem-miner: rounds of iterative freezing, spread over the epochs (0: one per epoch "
+                            "but the last)", hashed="if-set")
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -124,6 +131,20 @@ class SearchConfig:
         _check_int("anneal_epochs", self.anneal_epochs, 0, self.epochs)
         if self.anneal_epochs and self.algo != "annealed-edge-popup":
             raise ValueError(f"anneal_epochs needs algo annealed-edge-popup, got algo {self.algo!r}")
+        _check_int("rerand_every", self.rerand_every, 0, 1 << 40)
+        _check_float("rerand_lambda", self.rerand_lambda, 0.0, 1.0, low_open=True)
+        _check_float("penalty", self.penalty, 0.0, math.inf)
+        _check_int("freeze_rounds", self.freeze_rounds, 0, max(self.epochs - 1, 0))
+        for name, algo in (("rerand_every", "iterand"), ("rerand_lambda", "iterand"), ("penalty", "gem-miner"),
+                           ("freeze_rounds", "gem-miner")):
+            if getattr(self, name) != _DEFAULTS[name] and self.algo != algo:
+                raise ValueError(f"{name} needs algo {algo}, got algo {self.algo!r}")
+        if self.algo == "gem-miner" and self.epochs < 2:
+            raise ValueError(f"epochs must be an integer in [2, 100000] for gem-miner (a freezing round ends before "
+                             f"the last epoch), got {self.epochs}")
+        if self.weights == "seeded" and self.algo in ("supermask", "biprop", "iterand", "gem-miner"):
+            raise ValueError(f"weights=seeded regenerates W = ±scale inside the kernels; algo {self.algo} computes "
+                             f"with other weights or masks: use weights=stored")
         if self.algo in PRUNE_AT_INIT and (self.bias_scores or self.learn_bn):
             raise ValueError(f"bias_scores and learn_bn need a trained algo; {self.algo} does not train")
         if self.data_root is not None and not Path(self.data_root).expanduser().is_dir():
@@ -149,6 +170,9 @@ class SearchConfig:
         if unknown:
             raise ValueError(f"{source}: unknown field {unknown[0]!r}; valid fields: {', '.join(known)}")
         return cls(**{k: _coerce(k, known[k].type, v) for k, v in values.items()})
+
+
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(SearchConfig)}
 
 
 def _jsonable(v: Any) -> Any:

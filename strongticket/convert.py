@@ -182,7 +182,7 @@ def to_torch_prune(model: nn.Module) -> nn.Module:
     for name, module in list(exported.named_modules()):
         src = source.get(name)
         if isinstance(src, MaskedLayer):
-            mask, weight = src.mask, src.weight
+            mask, weight = src.mask, src.unmasked_weight()
         elif src is not None and parametrize.is_parametrized(src, "weight"):
             param = src.parametrizations.weight
             mask, weight = param[0].mask, param.original

@@ -14,6 +14,9 @@ weight (sign, keep) or one bit plus the seed describe it exactly. Formats (``exp
   prune       ``torch.save`` of the ``torch.nn.utils.prune`` form (``weight_orig`` + ``weight_mask``).
   state_dict  safetensors of the baked model's state_dict (no pickle), loaded into the config's architecture.
 
+Biprop tickets (binary weights α·sign(W)) and IteRand tickets (re-drawn weights) bake to the weights they compute
+with; packed refuses them (it regenerates the seed's own weights).
+
 All four give identical logits in fp32 (bf16: up to rounding). Loading checks the file: a truncated or corrupted
 file raises :class:`ExportError` with one line. Bytes per weight (n weights, fp32 scores, SGD momentum):
 
@@ -124,6 +127,10 @@ def _packed_tensors(model: nn.Module, signs: str) -> tuple[dict[str, np.ndarray]
     tensors: dict[str, np.ndarray] = {}
     meta: list[dict[str, Any]] = []
     for i, layer in enumerate(masked_layers(model)):
+        if layer.binary or layer.generation is not None:
+            raise ExportError(f"layer {i}: packed export regenerates the seeded weights, and this ticket computes "
+                              f"with {'binary' if layer.binary else 're-drawn'} ones; export it as dense, prune or "
+                              f"state_dict")
         entry: dict[str, Any] = {"shape": list(layer.weight.shape), "layer": layer.layer_index, "init": layer.init,
                                  "kind": "linear" if isinstance(layer, MaskedLinear) else "conv2d",
                                  "kept": int(layer.mask.sum())}

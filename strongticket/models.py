@@ -29,7 +29,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from .nn import MaskedConv2d, MaskedLinear, use_global_topk
+from .nn import MaskedConv2d, MaskedLinear, masked_layers, use_global_topk
 
 __all__ = ["MLP", "ConvNet", "ResNet", "MODELS", "build_model", "model_from_config", "planted_network"]
 
@@ -241,7 +241,8 @@ def build_model(name: str, input_shape: Sequence[int], num_classes: int, **kwarg
 
 
 def model_from_config(cfg: Any, input_shape: Sequence[int], num_classes: int) -> nn.Module:
-    """The model a search config describes, with a global threshold when ``cfg.scope == "global"``."""
+    """The model a search config describes, with a global threshold when ``cfg.scope == "global"`` and binary
+    weights for ``cfg.algo == "biprop"`` (so that a loaded biprop ticket computes as it was searched)."""
     kwargs: dict[str, Any] = dict(width=cfg.width, density=cfg.density, init=cfg.init, seed=cfg.seed,
                                   scale_fan=cfg.scale_fan, bias=cfg.bias, bias_scores=cfg.bias_scores,
                                   learn_bn=cfg.learn_bn, weights=getattr(cfg, "weights", "stored"))
@@ -252,4 +253,7 @@ def model_from_config(cfg: Any, input_shape: Sequence[int], num_classes: int) ->
     model = build_model(cfg.model, input_shape, num_classes, **kwargs)
     if cfg.scope == "global":
         use_global_topk(model, cfg.density)
+    if getattr(cfg, "algo", None) == "biprop":
+        for layer in masked_layers(model):
+            layer.use_binary_weights()
     return model

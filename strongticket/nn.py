@@ -7,10 +7,19 @@ A masked layer computes y = layer(x; W ⊙ M) with
 and trains S only, through the straight-through gradient dS = G ⊙ W ⊙ sign(S) (``strongticket.ops``).
 
 The mask is recomputed only when the scores change (tracked through the tensor version counter), never in
-evaluation with frozen scores. It comes from one of three places:
+evaluation with frozen scores. It comes from one of four places:
   * per layer: the layer's own top-k at its own density;
   * global: a :class:`GlobalTopK` shared by several layers, one threshold across all of them;
+  * a score rule (:class:`ScoreRule`, ``layer.rule``) of a search method whose mask is not a top-k of |S|
+    (Bernoulli supermasks, Gem-Miner's rounded scores): it gives the training weight and the deterministic mask;
   * fixed: a mask loaded from a ticket (:meth:`MaskedLayer.fix_mask`), scores no longer used.
+
+Two weight variants, both reproducible from the seed and carried by a ticket:
+  * binary (biprop, Diffenderfer & Kailkhura 2021): the layer computes with α·sign(W) ⊙ M, α = mean |W| over
+    the kept weights (their actual count); the score gradient stays edge-popup's G ⊙ W ⊙ sign(S);
+  * re-drawn (IteRand, Chijiwa et al. 2021): ``generation`` counts, per weight, the re-randomization event that
+    last re-drew it (0: never); its value is generation g of the same seeded init (``init_weight(...,
+    generation=g)``), so seed + generations + mask give the network back. ``weight`` itself never changes.
 
 Paper: Ramanujan et al., "What's Hidden in a Randomly Weighted Neural Network?", CVPR 2020.
 """
@@ -21,6 +30,7 @@ import math
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import masks, ops
@@ -30,11 +40,15 @@ WEIGHTS = ("stored", "seeded")
 
 __all__ = [
     "WEIGHTS",
+    "ScoreRule",
+    "binary_alpha",
+    "binary_weight",
     "MaskedLayer",
     "MaskedLinear",
     "MaskedConv2d",
     "GlobalTopK",
     "masked_layers",
+    "version_key",
     "use_global_topk",
     "other_state",
     "trainable_state",
@@ -54,7 +68,7 @@ class GlobalTopK:
         self._masks: list[Tensor] = []
 
     def mask_of(self, layer: MaskedLayer) -> Tensor:
-        key = tuple(_scores_key(lay.scores) for lay in self.layers)
+        key = tuple(version_key(lay.scores) for lay in self.layers)
         if key != self._key:
             self._masks = _select([lay.scores for lay in self.layers], self.k)
             self._key = key
@@ -78,9 +92,42 @@ def _select(scores: list[Tensor], k: int) -> list[Tensor]:
     return masks.global_topk_masks(scores, k)
 
 
-def _scores_key(scores: Tensor) -> tuple:
+def version_key(scores: Tensor) -> tuple:
     # The version counter moves on every in-place update (optimizer step, load_state_dict's copy_).
     return (scores.data_ptr(), scores._version, scores.device, scores.dtype)
+
+
+class ScoreRule:
+    """How a search method turns a layer's scores into its weight and mask when that is not edge-popup's top-k.
+
+    Installed as ``layer.rule``; used only while the mask is not fixed. ``weight``/``bias`` are differentiable in
+    the scores (their straight-through estimator) and may sample in training mode; ``mask``/``bias_mask`` are the
+    deterministic masks that evaluation, statistics and tickets use.
+    """
+
+    def weight(self, layer: MaskedLayer) -> Tensor:
+        raise NotImplementedError
+
+    def bias(self, layer: MaskedLayer) -> Tensor | None:
+        raise NotImplementedError
+
+    def mask(self, layer: MaskedLayer) -> Tensor:
+        raise NotImplementedError
+
+    def bias_mask(self, layer: MaskedLayer) -> Tensor | None:
+        raise NotImplementedError
+
+
+def binary_alpha(weight: Tensor, mask: Tensor) -> Tensor:
+    """α = mean |W| over the kept entries, a 0-d tensor (summed in float64, then cast: exactly |W| when all
+    magnitudes are equal, as for signed-constant weights); 0 when nothing is kept."""
+    kept = mask.sum().clamp(min=1)
+    return ((weight.abs() * mask).double().sum() / kept).to(weight.dtype)
+
+
+def binary_weight(weight: Tensor, mask: Tensor) -> Tensor:
+    """α·sign(W) ⊙ M (biprop's binary weights), α from :func:`binary_alpha`."""
+    return binary_alpha(weight, mask) * torch.sign(weight) * mask
 
 
 class MaskedLayer(nn.Module):
@@ -120,6 +167,9 @@ class MaskedLayer(nn.Module):
         self.seed = seed
         self.layer_index = layer
         self.scale_fan = scale_fan
+        self._init_density = self.density  # what init_weight drew with (set_density changes only k)
+        self.binary = False
+        self.rule: ScoreRule | None = None
         self._seeded: tuple | None = None
         if weights == "seeded":  # W = ±scale regenerated in the kernels; never a device tensor
             scale = ops.signed_constant_scale(math.prod(shape[1:]), density=density, scale_fan=scale_fan)
@@ -144,6 +194,8 @@ class MaskedLayer(nn.Module):
         self.k = masks.keep_count(self.density, math.prod(shape))
         self._selector: GlobalTopK | None = None
         self.register_buffer("fixed_mask", None)
+        self.register_buffer("generation", None)
+        self._redrawn: tuple[tuple, Tensor] | None = None
         self._key: tuple | None = None
         self._mask: Tensor | None = None
 
@@ -159,14 +211,72 @@ class MaskedLayer(nn.Module):
         shape, scale = seeded
         return ops.seeded_weight(self.seed, self.layer_index, shape, scale)
 
+    def _plain_only(self, what: str) -> None:
+        if self._seeded is not None:
+            raise ValueError(f"{what} needs stored weights, got weights='seeded' (layer {self.layer_index})")
+
+    def use_binary_weights(self) -> None:
+        """Compute with α·sign(W) ⊙ M from now on (biprop)."""
+        self._plain_only("binary weights")
+        self.binary = True
+
+    def enable_redraw(self) -> None:
+        """Start counting re-draws (IteRand): ``generation`` all 0, the weight unchanged."""
+        self._plain_only("re-drawing weights")
+        self.generation = torch.zeros(self.scores.shape, dtype=torch.int32, device=self.scores.device)
+        self._redrawn = None
+
+    @torch.no_grad()
+    def redraw(self, where: Tensor, event: int) -> None:
+        """Re-draw the weights at ``where`` (bool, weight's shape) as generation ``event`` (>= 1) of the init."""
+        if self.generation is None:
+            self.enable_redraw()
+        if not isinstance(event, int) or event < 1:
+            raise ValueError(f"event must be an integer >= 1, got {event!r}")
+        current = self.current_weight.clone()
+        fresh = self._draw(event).to(current.device)
+        current[where] = fresh[where]
+        self.generation[where] = event
+        self._redrawn = (version_key(self.generation), current)
+
+    def _draw(self, generation: int) -> Tensor:
+        return init_weight(tuple(self.scores.shape), self.init, self.seed, self.layer_index, density=self._init_density,
+                           scale_fan=self.scale_fan, generation=generation)
+
+    def load_generation(self, generation: Tensor) -> None:
+        """Set every weight's generation (from a ticket or checkpoint); the weights are re-drawn to match."""
+        if generation.shape != self.scores.shape:
+            raise ValueError(f"generation must have shape {tuple(self.scores.shape)}, got {tuple(generation.shape)}")
+        if self.generation is None:
+            self.enable_redraw()
+        self.generation.copy_(generation)
+        self._redrawn = None
+
+    @property
+    def current_weight(self) -> Tensor:
+        """The weight the mask applies to: ``weight``, with re-drawn entries replaced (IteRand); cached."""
+        if self.generation is None:
+            return self.weight
+        key = version_key(self.generation)
+        if self._redrawn is None or self._redrawn[0] != key:
+            w = self.weight.detach().clone()
+            gen = self.generation.to(w.device)
+            for g in torch.unique(gen).tolist():
+                if g:
+                    w = torch.where(gen == g, self._draw(int(g)).to(w.device), w)
+            self._redrawn = (key, w)
+        return self._redrawn[1]
+
     @property
     def mask(self) -> Tensor:
         """The current bool mask (weight's shape)."""
         if self.fixed_mask is not None:
             return self.fixed_mask
+        if self.rule is not None:
+            return self.rule.mask(self)
         if self._selector is not None:
             return self._selector.mask_of(self)
-        key = _scores_key(self.scores)
+        key = version_key(self.scores)
         if key != self._key:
             self._mask = _select([self.scores], self.k)[0]
             self._key = key
@@ -179,10 +289,14 @@ class MaskedLayer(nn.Module):
             return self.fixed_bias_mask
         if self.bias_scores is None:
             return None
+        if self.rule is not None:
+            return self.rule.bias_mask(self)
         return _select([self.bias_scores], self.bias_k)[0]
 
     def effective_bias(self) -> Tensor | None:
         """The bias the layer adds: frozen bias, masked (straight-through to ``bias_scores``) when scored."""
+        if self.rule is not None and self.fixed_mask is None and self.bias_scores is not None:
+            return self.rule.bias(self)
         m = self.bias_mask
         if m is None:
             return self.bias
@@ -217,16 +331,45 @@ class MaskedLayer(nn.Module):
         """Number of weights the current mask keeps."""
         return int(self.mask.sum())
 
-    def baked_weight(self) -> Tensor:
-        """W ⊙ M as a plain tensor."""
+    def unmasked_weight(self) -> Tensor:
+        """The weight the current mask is applied to: :attr:`current_weight`, binarised (α·sign) for biprop."""
+        w = self.current_weight
+        if not self.binary:
+            return w
         mask = self.mask
-        return self.weight.to(mask.device) * mask
+        w = w.to(mask.device)
+        return binary_alpha(w, mask) * torch.sign(w)
+
+    def baked_weight(self) -> Tensor:
+        """The weight the layer computes with, W ⊙ M (α·sign(W) ⊙ M for binary weights), as a plain tensor."""
+        mask = self.mask
+        w = self.current_weight.to(mask.device)
+        return binary_weight(w, mask) if self.binary else w * mask
+
+    def effective_weight(self) -> Tensor:
+        """:meth:`baked_weight`, differentiable in the scores while they train: edge-popup's straight-through
+        dS = G ⊙ W ⊙ sign(S) (for binary weights too: α is a constant there), or the score rule's weight."""
+        if self.fixed_mask is None and self.rule is not None:
+            return self.rule.weight(self)
+        w_eff = self.baked_weight()
+        if self.fixed_mask is None and self.scores.requires_grad and torch.is_grad_enabled():
+            s = self.scores.abs()
+            w_eff = w_eff + self.current_weight.to(w_eff.device) * (s - s.detach())  # value unchanged (+ exact 0)
+        return w_eff
+
+    def _plain_forward(self) -> bool:
+        """Whether the forward materialises :meth:`effective_weight` (score rules, binary weights) instead of
+        the masked ops."""
+        return self.binary or (self.rule is not None and self.fixed_mask is None)
 
     def extra_repr(self) -> str:
         return (
             f"density={self.density}, init={self.init}, seed={self.seed}, layer={self.layer_index}"
             + (", mask=fixed" if self.fixed_mask is not None else "")
             + (", global" if self._selector is not None else "")
+            + (", binary" if self.binary else "")
+            + (", redrawn" if self.generation is not None else "")
+            + (f", rule={type(self.rule).__name__}" if self.rule is not None else "")
         )
 
 
@@ -260,11 +403,13 @@ class MaskedLinear(MaskedLayer):
         if x.shape[-1] != self.in_features:
             raise ValueError(f"input must have {self.in_features} features in its last dimension, "
                              f"got shape {tuple(x.shape)}")
+        if self._plain_forward():
+            return F.linear(x, self.effective_weight(), self.effective_bias())
         if self._seeded is not None:
             _, scale = self._seeded
             return ops.seeded_linear(x, self.scores, self.mask, self.effective_bias(), self.seed, self.layer_index,
                                      scale, torch.float32)
-        return ops.masked_linear(x, self.weight, self.scores, self.mask, self.effective_bias())
+        return ops.masked_linear(x, self.current_weight, self.scores, self.mask, self.effective_bias())
 
     def extra_repr(self) -> str:
         return f"{self.in_features}, {self.out_features}, " + super().extra_repr()
@@ -311,8 +456,11 @@ class MaskedConv2d(MaskedLayer):
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"input must be (batch, {self.in_channels}, height, width), got shape {tuple(x.shape)}")
+        if self._plain_forward():
+            return F.conv2d(x, self.effective_weight(), self.effective_bias(), self.stride, self.padding,
+                            self.dilation, self.groups)
         return ops.masked_conv2d(
-            x, self.weight, self.scores, self.mask, self.effective_bias(),
+            x, self.current_weight, self.scores, self.mask, self.effective_bias(),
             list(self.stride), list(self.padding), list(self.dilation), self.groups,
         )
 
@@ -359,10 +507,11 @@ def other_state(model: nn.Module) -> dict[str, Tensor]:
 
 
 def trainable_state(model: nn.Module) -> dict[str, Tensor]:
-    """What a search changes: scores and bias scores of masked layers plus :func:`other_state`."""
+    """What a search changes: scores and bias scores of masked layers, IteRand's generations, and
+    :func:`other_state`."""
     prefixes = _masked_prefixes(model)
     state = other_state(model)
     for k, v in model.state_dict().items():
-        if k.startswith(prefixes) and k.rsplit(".", 1)[1] in ("scores", "bias_scores"):
+        if k.startswith(prefixes) and k.rsplit(".", 1)[1] in ("scores", "bias_scores", "generation"):
             state[k] = v.detach().clone()
     return state

@@ -12,7 +12,8 @@ it without touching memory. One round, with ``hi``/``lo`` the halves of a 32x32 
 Streams. A user seed in [0, 2**32) becomes key word 0; key word 1 is ``(kind << 24) | layer``, so every
 (layer, tensor kind) pair has its own stream and ``stream_seed`` is the 64-bit integer a Triton kernel takes
 as ``seed``. Counters are int32 offsets (c0 = offset < 2**31, c1 = c2 = c3 = 0): Triton 3.x changed how int64
-offsets fill the counter (triton#6832), int32 offsets mean the same stream in every Triton version.
+offsets fill the counter (triton#6832), int32 offsets mean the same stream in every Triton version. Word c1 is
+the ``generation`` (0 everywhere but IteRand's re-drawn weights, which the kernels never regenerate).
 
 Layout. A weight of shape ``(fan_out, *rest)`` is a ``(rows, cols) = (shape[0], prod(rest))`` matrix; a 1-D
 tensor is ``(1, shape[0])``. Counters run row-major so a kernel can rebuild a ``(BLOCK_R, BLOCK_C)`` tile:
@@ -58,6 +59,7 @@ __all__ = [
     "STREAM_BIAS_SCORES",
     "STREAM_DATA",
     "STREAM_KINDS",
+    "STREAM_REDRAW",
     "STREAM_SCORES",
     "STREAM_WEIGHT",
     "MAX_COUNTERS",
@@ -81,7 +83,8 @@ STREAM_BIAS = 1
 STREAM_SCORES = 2
 STREAM_DATA = 3
 STREAM_BIAS_SCORES = 4
-STREAM_KINDS = (STREAM_WEIGHT, STREAM_BIAS, STREAM_SCORES, STREAM_DATA, STREAM_BIAS_SCORES)
+STREAM_REDRAW = 5  # IteRand's coin flips: which pruned weights are re-drawn at a re-randomization event
+STREAM_KINDS = (STREAM_WEIGHT, STREAM_BIAS, STREAM_SCORES, STREAM_DATA, STREAM_BIAS_SCORES, STREAM_REDRAW)
 
 # int32 offsets only (module docstring): counters of one stream are 0 .. MAX_COUNTERS - 1.
 MAX_COUNTERS = 2**31
@@ -173,7 +176,7 @@ def _check_kind(kind) -> int:
     if not is_int or kind not in STREAM_KINDS:
         raise ValueError(
             f"kind must be one of {STREAM_KINDS} (STREAM_WEIGHT, STREAM_BIAS, STREAM_SCORES, STREAM_DATA, "
-            f"STREAM_BIAS_SCORES), got {kind!r}"
+            f"STREAM_BIAS_SCORES, STREAM_REDRAW), got {kind!r}"
         )
     return int(kind)
 
@@ -194,12 +197,15 @@ def stream_seed(seed: int, layer: int, kind: int = STREAM_WEIGHT) -> int:
     return key0 | (key1 << 32)
 
 
-def random_words(seed: int, layer: int, kind: int, counters: np.ndarray) -> np.ndarray:
+def random_words(seed: int, layer: int, kind: int, counters: np.ndarray, generation: int = 0) -> np.ndarray:
     """The four Philox words of each counter: ``(4, *counters.shape)`` uint32.
 
-    Equal to ``tl.randint4x(stream_seed(seed, layer, kind), counters)`` for int32 counters in [0, 2**31).
+    Equal to ``tl.randint4x(stream_seed(seed, layer, kind), counters)`` for int32 counters in [0, 2**31) and
+    ``generation`` 0. ``generation`` in [0, 2**32) is counter word c1: a fresh draw of the same layout for every
+    generation (IteRand's re-drawn weights); the kernels only ever use generation 0.
     """
     key0, key1 = _stream_key(seed, layer, kind)
+    generation = _check_int("generation", generation, 0, 2**32, "2**32")
     counters = np.asarray(counters)
     if counters.dtype.kind not in "iu":
         raise ValueError(f"counters must be an integer array, got dtype {counters.dtype}")
@@ -211,7 +217,7 @@ def random_words(seed: int, layer: int, kind: int, counters: np.ndarray) -> np.n
     out = np.empty((4, flat.size), dtype=np.uint32)
     for start in range(0, flat.size, _CHUNK):
         stop = min(start + _CHUNK, flat.size)
-        out[:, start:stop] = philox4x32(key0, key1, flat[start:stop], 0, 0, 0)
+        out[:, start:stop] = philox4x32(key0, key1, flat[start:stop], generation, 0, 0)
     return out.reshape((4, *counters.shape))
 
 
@@ -228,31 +234,31 @@ def _check_matrix(rows, cols, per_counter: int) -> tuple[int, int, int]:
     return rows, cols, groups
 
 
-def _row_words(seed: int, layer: int, kind: int, rows: int, groups: int) -> np.ndarray:
+def _row_words(seed: int, layer: int, kind: int, rows: int, groups: int, generation: int = 0) -> np.ndarray:
     """Words of counters ``r * groups + g`` as ``(rows, groups, 4)``: word axis last, as kernels use them."""
-    words = random_words(seed, layer, kind, np.arange(rows * groups, dtype=np.int64))
+    words = random_words(seed, layer, kind, np.arange(rows * groups, dtype=np.int64), generation)
     return words.T.reshape(rows, groups, 4)
 
 
-def sign_bits(seed: int, layer: int, kind: int, rows: int, cols: int) -> np.ndarray:
+def sign_bits(seed: int, layer: int, kind: int, rows: int, cols: int, generation: int = 0) -> np.ndarray:
     """``(rows, cols)`` bool, True = negative: 128 sign bits per Philox call (layout: module docstring)."""
     rows, cols, groups = _check_matrix(rows, cols, 128)
-    words = _row_words(seed, layer, kind, rows, groups)  # (rows, groups, 4)
+    words = _row_words(seed, layer, kind, rows, groups, generation)  # (rows, groups, 4)
     bits = (words[..., None] >> np.arange(32, dtype=np.uint32)) & np.uint32(1)  # (rows, groups, 4, 32)
     return bits.reshape(rows, groups * 128)[:, :cols].astype(bool)
 
 
-def uniform01(seed: int, layer: int, kind: int, rows: int, cols: int) -> np.ndarray:
+def uniform01(seed: int, layer: int, kind: int, rows: int, cols: int, generation: int = 0) -> np.ndarray:
     """``(rows, cols)`` float64 ``(word + 0.5) * 2**-32``: exact, in (0, 1), symmetric about 1/2."""
     rows, cols, groups = _check_matrix(rows, cols, 4)
-    words = _row_words(seed, layer, kind, rows, groups).reshape(rows, groups * 4)[:, :cols]
+    words = _row_words(seed, layer, kind, rows, groups, generation).reshape(rows, groups * 4)[:, :cols]
     return (words.astype(np.float64) + 0.5) * 2.0**-32
 
 
-def standard_normal(seed: int, layer: int, kind: int, rows: int, cols: int) -> np.ndarray:
+def standard_normal(seed: int, layer: int, kind: int, rows: int, cols: int, generation: int = 0) -> np.ndarray:
     """``(rows, cols)`` float64 N(0, 1), bit-exact on every IEEE-754 machine (Box-Muller cos branch)."""
     rows, cols, _ = _check_matrix(rows, cols, 1)
-    words = random_words(seed, layer, kind, np.arange(rows * cols, dtype=np.int64))
+    words = random_words(seed, layer, kind, np.arange(rows * cols, dtype=np.int64), generation)
     u1 = (words[0].astype(np.float64) + 0.5) * 2.0**-32  # never 0, so the log is finite
     radius = np.sqrt(-2.0 * portable_log(u1))  # sqrt is correctly rounded by IEEE-754
     return (radius * portable_cos_2pi(words[1])).reshape(rows, cols)
@@ -404,9 +410,12 @@ def init_weight(
     fan_in: int | None = None,
     low: float | None = None,
     high: float | None = None,
+    generation: int = 0,
 ) -> torch.Tensor:
     """A frozen random weight of ``shape`` as a float32 CPU tensor, a pure function of its arguments.
 
+    ``generation`` > 0 gives an independent draw of the same distribution (counter word c1; IteRand's
+    re-randomized weights); generation 0 is the weight every other code path uses.
     ``fan_in`` defaults to the column count of the matrix view (pass it for biases, whose matrix view is
     ``(1, n)``). With ``scale_fan`` the fan is ``fan_in * density``, keeping the variance of the pruned layer.
     ``low``/``high``: magnitude range of the ``hyperbolic`` init (default ``HYPERBOLIC_RANGE``; 0 < low <= high);
@@ -426,22 +435,22 @@ def init_weight(
     fan = fan * float(density) if scale_fan else float(fan)
 
     if init == "signed_constant":
-        negative = sign_bits(seed, layer, kind, rows, cols)
+        negative = sign_bits(seed, layer, kind, rows, cols, generation)
         magnitude = gain / math.sqrt(fan)
         values = np.where(negative, -magnitude, magnitude)
     elif init == "kaiming_normal":
-        values = (gain / math.sqrt(fan)) * standard_normal(seed, layer, kind, rows, cols)
+        values = (gain / math.sqrt(fan)) * standard_normal(seed, layer, kind, rows, cols, generation)
     elif init == "kaiming_uniform":
         bound = gain * math.sqrt(3.0 / fan)
-        values = (2.0 * uniform01(seed, layer, kind, rows, cols) - 1.0) * bound
+        values = (2.0 * uniform01(seed, layer, kind, rows, cols, generation) - 1.0) * bound
     elif init == "hyperbolic":
         low_h = HYPERBOLIC_RANGE[0] if low is None else low
         high_h = HYPERBOLIC_RANGE[1] if high is None else high
         low_h, high_h = _check_hyperbolic_range(low_h, high_h)
-        words = _row_words(seed, layer, kind, rows, -(-cols // 4)).reshape(rows, -1)[:, :cols]
+        words = _row_words(seed, layer, kind, rows, -(-cols // 4), generation).reshape(rows, -1)[:, :cols]
         values = hyperbolic_from_words(words, low_h, high_h)
     else:  # "uniform"
-        values = 2.0 * uniform01(seed, layer, kind, rows, cols) - 1.0
+        values = 2.0 * uniform01(seed, layer, kind, rows, cols, generation) - 1.0
     return torch.from_numpy(values.astype(np.float32).reshape(tuple(shape)))
 
 

@@ -4,6 +4,8 @@ File layout (safetensors):
   tensors   ``mask.<i>``       uint8 (⌈n_i/8⌉,)  bit-packed mask of masked layer i (flat order, LSB first)
             ``bias_mask.<i>``  uint8             bit-packed bias mask, for layers with bias scores
             ``scores.<i>``     float32 (shape_i) optional, the scores the mask was taken from
+            ``generation.<i>`` uint8/uint16/int32 (shape_i), IteRand tickets: the re-randomization event that last
+                               re-drew each weight (0: never), i.e. which generation of the seeded init it is
             ``state.<name>``   the model's other state: batch-norm statistics, learned affine parameters
   metadata  ``format``          "strongticket-ticket/1"
             ``config``          the resolved search config (JSON): model, widths, init, density, seed, …
@@ -85,6 +87,9 @@ def save_ticket(path: str | Path, model: nn.Module, config: dict[str, Any], summ
     if save_scores:
         tensors.update({f"scores.{i}": layer.scores.detach().cpu().float().numpy()
                         for i, layer in enumerate(layers)})
+    for i, layer in enumerate(layers):
+        if layer.generation is not None:
+            tensors[f"generation.{i}"] = _smallest_uint(layer.generation.cpu().numpy())
     metadata = {
         "format": TICKET_FORMAT,
         "config": json.dumps(config, sort_keys=True),
@@ -100,15 +105,22 @@ def save_ticket(path: str | Path, model: nn.Module, config: dict[str, Any], summ
     return path
 
 
+def _smallest_uint(values: np.ndarray) -> np.ndarray:
+    top = int(values.max(initial=0))
+    return values.astype(np.uint8 if top < 1 << 8 else np.uint16 if top < 1 << 16 else np.int32)
+
+
 class Ticket:
     """A ticket read from disk and checked for truncation and corruption (the weights are checked later)."""
 
     def __init__(self, path: Path, config: dict[str, Any], layers: list[dict[str, Any]],
                  masks: list[torch.Tensor], bias_masks: list[torch.Tensor | None], state: dict[str, torch.Tensor],
-                 scores: list[torch.Tensor] | None, weights_sha256: str, summary: dict[str, Any]) -> None:
+                 scores: list[torch.Tensor] | None, weights_sha256: str, summary: dict[str, Any],
+                 generations: list[torch.Tensor | None] | None = None) -> None:
         self.path, self.config, self.layers = path, config, layers
         self.masks, self.bias_masks, self.state = masks, bias_masks, state
         self.scores, self.weights_sha256, self.summary = scores, weights_sha256, summary
+        self.generations = generations or [None] * len(layers)
 
     def apply(self, model: nn.Module) -> None:
         """Check ``model``'s regenerated weights against the ticket's hash, then fix its masks."""
@@ -125,9 +137,11 @@ class Ticket:
             missing = sorted(expected - set(self.state)) or sorted(set(self.state) - expected)
             raise TicketError(f"{self.path}: the ticket's stored state does not fit the model (e.g. {missing[0]!r})")
         model.load_state_dict(self.state, strict=False)
-        for layer, mask, bias_mask in zip(layers, self.masks, self.bias_masks):
+        for layer, mask, bias_mask, generation in zip(layers, self.masks, self.bias_masks, self.generations):
             try:
                 layer.fix_mask(mask, bias_mask)
+                if generation is not None:  # IteRand: re-draw the weights the search re-drew, from the seed
+                    layer.load_generation(generation.to(layer.weight.device))
             except ValueError as e:
                 raise TicketError(f"{self.path}: {e}") from None
 
@@ -215,4 +229,11 @@ def read_ticket(path: str | Path) -> Ticket:
     if "scores.0" in tensors:
         scores = [torch.from_numpy(tensors[f"scores.{i}"].copy()) for i in range(len(layers))]
     state = {k[len("state."):]: torch.from_numpy(v.copy()) for k, v in tensors.items() if k.startswith("state.")}
-    return Ticket(path, config, layers, masks, bias_masks, state, scores, meta.get("weights_sha256", ""), summary)
+    generations = [tensors.get(f"generation.{i}") for i in range(len(layers))]
+    try:
+        generations = [None if g is None else torch.from_numpy(g.astype(np.int32)).view(lay["shape"])
+                       for g, lay in zip(generations, layers)]
+    except RuntimeError as e:
+        raise TicketError(f"{path}: corrupted ticket (generation: {e})") from None
+    return Ticket(path, config, layers, masks, bias_masks, state, scores, meta.get("weights_sha256", ""), summary,
+                  generations)

@@ -28,7 +28,8 @@ def test_registry_is_the_config_choices_and_names_valid_methods_on_failure():
     assert ALGOS == tuple(methods.METHODS)
     assert methods.get("snip").name == "snip" and not methods.get("snip").trains
     assert methods.get("edge-popup").trains
-    with pytest.raises(ValueError, match="algo must be one of edge-popup, annealed-edge-popup, random.*got 'ep'"):
+    with pytest.raises(ValueError, match="algo must be one of edge-popup, annealed-edge-popup, supermask, biprop, "
+                                         "iterand, gem-miner, random.*got 'ep'"):
         methods.get("ep")
     with pytest.raises(ValueError, match="algo must be one of"):
         SearchConfig(algo="ep")

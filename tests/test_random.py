@@ -319,7 +319,7 @@ def test_permutation_of_a_prefix_keeps_the_relative_order():
         (lambda: R.stream_seed(1.5, 0), r"seed must be an int in \[0, 2\*\*32\), got 1.5"),
         (lambda: R.stream_seed(True, 0), r"seed must be an int"),
         (lambda: R.stream_seed(0, 2**24), r"layer must be in \[0, 2\*\*24\), got 16777216"),
-        (lambda: R.stream_seed(0, 0, 5), r"kind must be one of \(0, 1, 2, 3, 4\)"),
+        (lambda: R.stream_seed(0, 0, 6), r"kind must be one of \(0, 1, 2, 3, 4, 5\)"),
         (lambda: R.random_words(0, 0, 0, np.array([2**31])), r"counters must be in \[0, 2\*\*31\)"),
         (lambda: R.random_words(0, 0, 0, np.array([0.5])), "counters must be an integer array"),
         (lambda: R.sign_bits(0, 0, 0, 2**30, 257), r"needs 3221225472 Philox counters.*2\*\*31"),

@@ -149,7 +149,7 @@ def run_search(
     scored = [p for layer in layers for p in (layer.scores, layer.bias_scores) if p is not None]
     scored_ids = {id(p) for p in scored}
     others = [p for p in model.parameters() if p.requires_grad and id(p) not in scored_ids]  # --learn-bn
-    groups = [{"params": scored, "weight_decay": cfg.weight_decay}]
+    groups = [{"params": scored, "weight_decay": method.score_weight_decay()}]
     if others:
         groups.append({"params": others, "weight_decay": 0.0})
     optimizer = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
@@ -169,6 +169,7 @@ def run_search(
         schedule.load_state_dict(state["schedule"])
         start_epoch, history, best, elapsed = state["epoch"], state["history"], state["best"], state["seconds"]
         prev_masks = state["last_masks"]
+        method.load_state_dict(state.get("method", {}))
 
     val_share = val.take(torch.arange(rank, len(val), world, device=device)) if world > 1 else val
     bar = tqdm(range(start_epoch, cfg.epochs), initial=start_epoch, total=cfg.epochs, desc="search",
@@ -184,6 +185,8 @@ def run_search(
         loss_sum, correct = 0.0, 0
         for step, b in enumerate(batches(train, cfg.batch_size, seed=cfg.data_seed, epoch=epoch,
                                          augment=cfg.augment, rank=rank, world_size=world)):
+            done = epoch * steps_per_epoch + step  # optimizer steps before this one
+            method.before_step(model, done)
             logits = train_model(b.x)
             global_count = min(cfg.batch_size, len(train) - step * cfg.batch_size)  # the last batch may be short
             loss, batch_loss_sum = _loss(logits, b.labels, world, global_count, task)
@@ -191,7 +194,7 @@ def run_search(
             loss.backward()
             optimizer.step()
             schedule.step()
-            method.after_step(model)
+            method.after_step(model, done + 1)
             loss_sum += batch_loss_sum
             if task == "classification":
                 correct += int((logits.detach().argmax(1) == b.labels).sum())
@@ -220,11 +223,13 @@ def run_search(
             "mask_sha256": mask_sha,
             **_layer_stats(layers),
             "score_histogram": _score_histogram(layers),
+            **method.epoch_metrics(model, val),
             "seconds": time.perf_counter() - t0,
         }
         if density == cfg.density and better(task, val_metric, None if best is None else best[f"val_{m}"]):
             best = {f"val_{m}": val_metric, "epoch": epoch + 1, "masks": masks_now,
                     "bias_masks": [layer.bias_mask for layer in layers], "other": other_state(model),
+                    "generations": [None if layer.generation is None else layer.generation.clone() for layer in layers],
                     "scores": [s.detach().clone() for s in scored] if cfg.save_scores else None}
         history.append(record)
         elapsed += record["seconds"]
@@ -233,7 +238,7 @@ def run_search(
                 "version": _CHECKPOINT_VERSION, "digest": cfg.digest(), "epoch": epoch + 1,
                 "trainable": trainable_state(model), "optimizer": optimizer.state_dict(),
                 "schedule": schedule.state_dict(), "history": history, "best": best, "last_masks": masks_now,
-                "seconds": elapsed,
+                "seconds": elapsed, "method": method.state_dict(),
             })
             with open(folder / "metrics.jsonl", "a") as fh:
                 fh.write(json.dumps(record) + "\n")
@@ -263,8 +268,11 @@ def _finish(cfg: SearchConfig, model: torch.nn.Module, layers: list[MaskedLayer]
     """Select the best validation epoch, look at the test split once, write ticket, summary and report."""
     with torch.no_grad():
         model.load_state_dict(best["other"], strict=False)
-        for layer, mask, bias_mask in zip(layers, best["masks"], best["bias_masks"]):
+        for layer, mask, bias_mask, generation in zip(layers, best["masks"], best["bias_masks"],
+                                                      best.get("generations") or [None] * len(layers)):
             layer.fix_mask(mask, bias_mask)
+            if generation is not None:  # IteRand: the weights as they were at the selected epoch
+                layer.load_generation(generation)
         if best["scores"] is not None:
             for s, saved in zip(scored, best["scores"]):
                 s.copy_(saved)

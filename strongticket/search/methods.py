@@ -6,15 +6,45 @@ or over all masked layers together (``--scope global``), ties broken by index (:
 Hooks a method may override (all default to "do nothing", so edge-popup's loop is unchanged bit for bit):
   * ``trains``            False for pruning-at-initialization methods: no score training, the mask comes from
                           :meth:`Method.prepare` alone and is evaluated as a normal (fixed-mask) ticket;
-  * ``prepare(model, splits)``   before training (e.g. compute saliency scores and fix the mask);
+  * ``prepare(model, splits)``   before training and before a resumed run loads its checkpoint (compute
+                          saliency scores and fix the mask; install a score rule; set initial scores);
   * ``density_at(epoch)`` the density trained at in 0-based ``epoch`` (schedules); only epochs at the target
                           density may be selected as the best epoch;
-  * ``after_step(model)``, ``after_epoch(model, epoch)``.
+  * ``score_weight_decay()``  the weight decay of the scores' optimizer group (``--weight-decay``);
+  * ``before_step(model, step)``, ``after_step(model, step)`` with ``step`` the optimizer steps done so far
+                          (0-based before, 1-based after: resume-safe counters), ``after_epoch(model, epoch)``;
+  * ``epoch_metrics(model, val)``  extra keys for the epoch's record;
+  * ``state_dict()`` / ``load_state_dict(state)``  tensors the checkpoint must carry (Gem-Miner's frozen flags).
+
+Every method's ticket keeps at most ⌈density·n⌉ weights: the top-k methods exactly that many; supermask and
+gem-miner, whose masks are thresholds of their scores, up to that many (the summary reports the density found).
 
 Methods (``--algo``):
   edge-popup            M = TopK(|S|), dS = G ⊙ W ⊙ sign(S); Ramanujan et al., CVPR 2020.
   annealed-edge-popup   edge-popup trained at density ρ^{min(1, e/T)} in epoch e = 1..E (T = ``anneal_epochs``,
                         default E): starts (nearly) dense, ends at the target ρ; Fischer & Burkholz, ICLR 2022.
+  supermask             Bernoulli supermask (Zhou et al., NeurIPS 2019): p = σ(S), a fresh M ~ Bernoulli(p) every
+                        training step (torch generator of the device seeded by (seed, layer, step)),
+                        straight-through W ⊙ (M + p − sg(p)), so dS = σ'(S) ⊙ G ⊙ W. Scores start at logit(ρ)
+                        (expected density ρ; Zhou's constant ``sigmoid_bias``). Evaluation and the ticket use the
+                        deterministic mask 1[σ(S) > 1/2] capped at the ⌈ρ·n⌉ largest scores (per layer, or over
+                        all layers with ``--scope global``); each epoch also logs ``sampled_val_<metric>`` (one
+                        sampled mask) and ``expected_density`` (mean σ(S)). Use a large ``--lr`` (Zhou: 100).
+  biprop                edge-popup's top-k and score gradient on binary weights α·sign(W) ⊙ M, α = mean |W| over
+                        the kept weights of the layer (its actual count) (Diffenderfer & Kailkhura, ICLR 2021).
+                        With signed-constant weights α = |W| and biprop is edge-popup. (The original's cubic
+                        density ramp of its global mode is not built.)
+  iterand               edge-popup plus re-randomization (Chijiwa et al., NeurIPS 2021): every ``rerand_every``
+                        steps (0: after every epoch but the last), event r re-draws each pruned weight with
+                        probability ``rerand_lambda`` (coin: uniform01 of stream STREAM_REDRAW, generation r) as
+                        generation r of the layer's seeded init; the ticket stores each weight's last event.
+                        |S| top-k with dS = G ⊙ W ⊙ sign(S), as edge-popup (the original selects on S without abs).
+  gem-miner             Gem-Miner (Sreenivasan et al., NeurIPS 2022): scores p start U[0, 1] (seeded), M =
+                        1[p > 1/2] ⊙ q, dS = G ⊙ W ⊙ q, loss + ``penalty``·‖p‖² (as weight decay 2·penalty),
+                        p clamped to [0, 1] after every step; N = ``freeze_rounds`` (0: epochs − 1) rounds of
+                        iterative freezing, after epochs ⌈j(E − 1)/N⌉, keep the ⌈ρ^{j/N}·n⌉ active entries of
+                        largest |p| (per layer or global; biases per layer) and freeze the rest (q = 0). Only
+                        epochs after the last round (active density ρ) can be selected.
   random, magnitude, snip, grasp, synflow
                         pruning at initialization, no training; ``rounds`` N ≥ 1 rounds at densities ρ^{r/N},
                         r = 1..N, re-scoring the surviving weights θ = W ⊙ M between rounds (Tanaka et al.,
@@ -44,17 +74,22 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..masks import validate_density
-from ..nn import MaskedConv2d, MaskedLayer, masked_layers
+from ..masks import keep_count, validate_density
+from ..nn import MaskedConv2d, MaskedLayer, ScoreRule, masked_layers, version_key
+from ..random import STREAM_BIAS_SCORES, STREAM_REDRAW, STREAM_SCORES, matrix_shape, uniform01
 
 if TYPE_CHECKING:
     from ..config import SearchConfig
-    from ..data.splits import Splits
+    from ..data.splits import Split, Splits
 
 __all__ = [
     "Method",
     "EdgePopup",
     "AnnealedEdgePopup",
+    "Supermask",
+    "Biprop",
+    "IteRand",
+    "GemMiner",
     "PruneAtInit",
     "METHODS",
     "PRUNE_AT_INIT",
@@ -87,11 +122,29 @@ class Method:
         """The density trained at in 0-based ``epoch``."""
         return self.cfg.density
 
-    def after_step(self, model: nn.Module) -> None:
-        """Called after every optimizer step."""
+    def score_weight_decay(self) -> float:
+        """Weight decay of the scores' optimizer group."""
+        return self.cfg.weight_decay
+
+    def before_step(self, model: nn.Module, step: int) -> None:
+        """Called before optimizer step ``step`` (0-based count of the steps already done)."""
+
+    def after_step(self, model: nn.Module, step: int) -> None:
+        """Called after every optimizer step; ``step`` steps are done (1-based)."""
 
     def after_epoch(self, model: nn.Module, epoch: int) -> None:
         """Called after every epoch (0-based), before validation."""
+
+    def epoch_metrics(self, model: nn.Module, val: Split) -> dict[str, Any]:
+        """Extra keys for the epoch's record (after validation)."""
+        return {}
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a checkpoint must carry besides the model and optimizer."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` on resume (called after :meth:`prepare`)."""
 
 
 class EdgePopup(Method):
@@ -110,6 +163,264 @@ class AnnealedEdgePopup(Method):
         if epoch + 1 >= horizon:
             return self.cfg.density
         return self.cfg.density ** ((epoch + 1) / horizon)
+
+
+class Biprop(Method):
+    """Biprop (Diffenderfer & Kailkhura 2021): edge-popup on binary weights α·sign(W) ⊙ M. The layers' binary
+    mode is part of the model (``model_from_config``), so a loaded ticket computes the same way."""
+
+    name = "biprop"
+
+    def prepare(self, model: nn.Module, splits: Splits) -> None:
+        if not all(layer.binary for layer in masked_layers(model)):
+            raise ValueError("biprop needs binary layers: build the model with model_from_config(cfg)")
+
+
+class IteRand(Method):
+    """IteRand (Chijiwa et al. 2021): edge-popup + seeded re-randomization of pruned weights."""
+
+    name = "iterand"
+
+    def prepare(self, model: nn.Module, splits: Splits) -> None:
+        for layer in masked_layers(model):
+            layer.enable_redraw()
+
+    def after_step(self, model: nn.Module, step: int) -> None:
+        every = self.cfg.rerand_every
+        if every and step % every == 0:
+            rerandomize(masked_layers(model), step // every, self.cfg.rerand_lambda)
+
+    def after_epoch(self, model: nn.Module, epoch: int) -> None:
+        if not self.cfg.rerand_every and epoch + 1 < self.cfg.epochs:
+            rerandomize(masked_layers(model), epoch + 1, self.cfg.rerand_lambda)
+
+
+@torch.no_grad()
+def rerandomize(layers: list[MaskedLayer], event: int, probability: float) -> list[int]:
+    """Re-randomization event ``event`` (>= 1): each pruned weight is re-drawn with ``probability``, as
+    generation ``event`` of its layer's init; the coins are uniform01 of (seed, layer, STREAM_REDRAW,
+    generation ``event``). Returns the number of weights re-drawn per layer."""
+    counts = []
+    for layer in layers:
+        rows, cols = matrix_shape(tuple(layer.scores.shape))
+        coins = torch.from_numpy(uniform01(layer.seed, layer.layer_index, STREAM_REDRAW, rows, cols, event))
+        mask = layer.mask
+        where = (coins.view(layer.scores.shape).to(mask.device) < probability) & ~mask
+        layer.redraw(where, event)
+        counts.append(int(where.sum()))
+    return counts
+
+
+class Supermask(Method):
+    """Bernoulli supermask (Zhou et al. 2019) with a deterministic, density-capped evaluation mask."""
+
+    name = "supermask"
+
+    def prepare(self, model: nn.Module, splits: Splits) -> None:
+        layers = masked_layers(model)
+        self.rule = BernoulliRule(layers, self.cfg.seed)
+        rho = min(max(self.cfg.density, 1e-6), 1 - 1e-6)
+        logit = math.log(rho / (1 - rho))
+        with torch.no_grad():
+            for layer in layers:
+                layer.rule = self.rule
+                for s in (layer.scores, layer.bias_scores):
+                    if s is not None:
+                        s.fill_(logit)
+
+    def before_step(self, model: nn.Module, step: int) -> None:
+        self.rule.step = step
+
+    @torch.no_grad()
+    def epoch_metrics(self, model: nn.Module, val: Split) -> dict[str, Any]:
+        from ..evaluate import evaluate, metric_key
+
+        layers = masked_layers(model)
+        p = torch.cat([torch.sigmoid(layer.scores.detach()).reshape(-1) for layer in layers])
+        self.rule.sample_in_eval = True
+        try:
+            metric, _ = evaluate(model, val)
+        finally:
+            self.rule.sample_in_eval = False
+        return {f"sampled_val_{metric_key(val.task)}": metric, "expected_density": float(p.double().mean())}
+
+
+class BernoulliRule(ScoreRule):
+    """Supermask's rule: sampled masks in training, the capped rounded mask otherwise."""
+
+    def __init__(self, layers: list[MaskedLayer], seed: int) -> None:
+        self.layers, self.seed = layers, seed
+        self.step = 0
+        self.sample_in_eval = False  # sampled-mask evaluation (its own stream)
+        self._cache: dict[int, tuple[tuple, list[Tensor]]] = {}
+
+    def _sampled(self, layer: MaskedLayer, scores: Tensor, which: int) -> Tensor:
+        p = torch.sigmoid(scores)
+        stream = "train" if layer.training else "eval"
+        gen = torch.Generator(device=scores.device)
+        gen.manual_seed(_mix(f"supermask:{stream}", self.seed, layer.layer_index, which, self.step))
+        u = torch.rand(scores.shape, generator=gen, device=scores.device)
+        return (u < p.detach()).to(p.dtype) + (p - p.detach())  # value M exactly; gradient σ'(S)
+
+    def _sampling(self, layer: MaskedLayer) -> bool:
+        return layer.training or self.sample_in_eval
+
+    def weight(self, layer: MaskedLayer) -> Tensor:
+        w = layer.current_weight
+        if self._sampling(layer):
+            return w * self._sampled(layer, layer.scores, 0)
+        return w * self.mask(layer)
+
+    def bias(self, layer: MaskedLayer) -> Tensor | None:
+        if self._sampling(layer):
+            return layer.bias * self._sampled(layer, layer.bias_scores, 1)
+        return layer.bias * self.bias_mask(layer)
+
+    def mask(self, layer: MaskedLayer) -> Tensor:
+        group = self.layers if layer._selector is not None else [layer]
+        k = layer._selector.k if layer._selector is not None else layer.k
+        key = (k, *(version_key(lay.scores) for lay in group))
+        cached = self._cache.get(id(group[0]))
+        if cached is None or cached[0] != key:
+            cached = (key, top_positive([lay.scores for lay in group], k))
+            self._cache[id(group[0])] = cached
+        return cached[1][group.index(layer)]
+
+    def bias_mask(self, layer: MaskedLayer) -> Tensor | None:
+        return top_positive([layer.bias_scores], layer.bias_k)[0]
+
+
+@torch.no_grad()
+def top_positive(scores: list[Tensor], k: int) -> list[Tensor]:
+    """Masks of the (at most) ``k`` largest positive entries over ``scores`` together (σ(S) > 1/2 ⇔ S > 0),
+    ties broken by position (list order, then flat index)."""
+    flat = torch.cat([s.detach().reshape(-1) for s in scores])
+    key = torch.where(flat > 0, flat.double(), -math.inf)
+    order = torch.sort(key, descending=True, stable=True).indices[:k]
+    keep = torch.zeros_like(flat, dtype=torch.bool)
+    keep[order] = True
+    keep &= flat > 0
+    return [part.view(s.shape) for part, s in zip(keep.split([s.numel() for s in scores]), scores)]
+
+
+def _mix(*parts: Any) -> int:
+    """A 63-bit generator seed from ``parts`` (SHA-256): independent streams for every (seed, layer, step)."""
+    digest = hashlib.sha256(":".join(map(str, parts)).encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+class GemMiner(Method):
+    """Gem-Miner (Sreenivasan et al. 2022): rounded scores in [0, 1], L2 penalty, projection, iterative freezing."""
+
+    name = "gem-miner"
+
+    def __init__(self, cfg: SearchConfig) -> None:
+        super().__init__(cfg)
+        rounds = cfg.freeze_rounds or cfg.epochs - 1
+        self.freeze_after = [math.ceil(j * (cfg.epochs - 1) / rounds) for j in range(1, rounds + 1)]  # 1-based
+        self.rounds = rounds
+
+    def _round_density(self, j: int) -> float:
+        return self.cfg.density if j >= self.rounds else self.cfg.density ** (j / self.rounds)
+
+    def density_at(self, epoch: int) -> float:
+        done = sum(1 for t in self.freeze_after if t <= epoch)  # rounds finished before 0-based epoch
+        return 1.0 if done == 0 else self._round_density(done)
+
+    def score_weight_decay(self) -> float:
+        return self.cfg.weight_decay + 2.0 * self.cfg.penalty
+
+    def prepare(self, model: nn.Module, splits: Splits) -> None:
+        layers = masked_layers(model)
+        self.rule = ThresholdRule(layers)
+        with torch.no_grad():
+            for layer in layers:
+                layer.rule = self.rule
+                for s, kind in ((layer.scores, STREAM_SCORES), (layer.bias_scores, STREAM_BIAS_SCORES)):
+                    if s is not None:  # U[0, 1] from the words edge-popup's initial scores are made of
+                        rows, cols = matrix_shape(tuple(s.shape))
+                        u = uniform01(layer.seed, layer.layer_index, kind, rows, cols)
+                        s.copy_(torch.from_numpy(u).view(s.shape))
+
+    def after_step(self, model: nn.Module, step: int) -> None:
+        with torch.no_grad():
+            for layer in self.rule.layers:
+                for s in (layer.scores, layer.bias_scores):
+                    if s is not None:
+                        s.clamp_(0.0, 1.0)
+
+    def after_epoch(self, model: nn.Module, epoch: int) -> None:
+        if epoch + 1 in self.freeze_after:
+            j = self.freeze_after.index(epoch + 1) + 1
+            self.rule.freeze(self._round_density(j), self.cfg.scope == "global")
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"active": list(self.rule.active), "bias_active": list(self.rule.bias_active)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for name in ("active", "bias_active"):
+            for dst, src in zip(getattr(self.rule, name), state[name]):
+                if dst is not None:
+                    dst.copy_(src)
+
+
+class ThresholdRule(ScoreRule):
+    """Gem-Miner's rule: M = 1[p > 1/2] ⊙ q, straight-through to the active scores."""
+
+    def __init__(self, layers: list[MaskedLayer]) -> None:
+        self.layers = layers
+        self.active = [torch.ones(lay.scores.shape, dtype=torch.bool, device=lay.scores.device) for lay in layers]
+        self.bias_active = [None if lay.bias_scores is None else
+                            torch.ones(lay.bias_scores.shape, dtype=torch.bool, device=lay.bias_scores.device)
+                            for lay in layers]
+
+    @staticmethod
+    def _st(value: Tensor, scores: Tensor, active: Tensor) -> Tensor:
+        mask = ((scores.detach() > 0.5) & active).to(value.dtype)
+        if scores.requires_grad and torch.is_grad_enabled():
+            return value * (mask + (scores - scores.detach()) * active)  # value W ⊙ M; dS = G ⊙ W ⊙ q
+        return value * mask
+
+    def weight(self, layer: MaskedLayer) -> Tensor:
+        return self._st(layer.current_weight, layer.scores, self.active[self.layers.index(layer)])
+
+    def bias(self, layer: MaskedLayer) -> Tensor | None:
+        return self._st(layer.bias, layer.bias_scores, self.bias_active[self.layers.index(layer)])
+
+    def mask(self, layer: MaskedLayer) -> Tensor:
+        return (layer.scores.detach() > 0.5) & self.active[self.layers.index(layer)]
+
+    def bias_mask(self, layer: MaskedLayer) -> Tensor | None:
+        return (layer.bias_scores.detach() > 0.5) & self.bias_active[self.layers.index(layer)]
+
+    @torch.no_grad()
+    def freeze(self, density: float, global_scope: bool) -> None:
+        """Keep active only the ⌈density·n⌉ active entries of largest |p| (over all layers when ``global_scope``;
+        biases per layer), ties by position."""
+        groups = [list(range(len(self.layers)))] if global_scope else [[i] for i in range(len(self.layers))]
+        for group in groups:
+            n = sum(self.layers[i].scores.numel() for i in group)
+            kept = keep_active([self.layers[i].scores for i in group], [self.active[i] for i in group],
+                               keep_count(density, n))
+            for i, a in zip(group, kept):
+                self.active[i] = a
+        for i, layer in enumerate(self.layers):
+            if layer.bias_scores is not None:
+                self.bias_active[i] = keep_active([layer.bias_scores], [self.bias_active[i]],
+                                                  keep_count(density, layer.bias_scores.numel()))[0]
+
+
+def keep_active(scores: list[Tensor], active: list[Tensor], k: int) -> list[Tensor]:
+    """The ``k`` active entries of largest |score| over ``scores`` together (fewer if fewer are active), ties by
+    position (list order, then flat index)."""
+    flat = torch.cat([s.detach().reshape(-1) for s in scores])
+    alive = torch.cat([a.reshape(-1) for a in active])
+    key = torch.where(alive, flat.abs().double(), -math.inf)
+    order = torch.sort(key, descending=True, stable=True).indices[:k]
+    keep = torch.zeros_like(alive)
+    keep[order] = True
+    keep &= alive
+    return [part.view(s.shape) for part, s in zip(keep.split([s.numel() for s in scores]), scores)]
 
 
 class PruneAtInit(Method):
@@ -145,6 +456,10 @@ PRUNE_AT_INIT = ("random", "magnitude", "snip", "grasp", "synflow")
 METHODS: dict[str, type[Method]] = {
     "edge-popup": EdgePopup,
     "annealed-edge-popup": AnnealedEdgePopup,
+    "supermask": Supermask,
+    "biprop": Biprop,
+    "iterand": IteRand,
+    "gem-miner": GemMiner,
     **{name: _pai(name) for name in PRUNE_AT_INIT},
 }
 
