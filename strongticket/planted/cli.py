@@ -1,7 +1,9 @@
-"""``strongticket plant``: build a planted network and print its ground truth.
+"""``strongticket plant``: build a planted network and print its ground truth, or run the planted benchmark.
 
     strongticket plant --task circle|relu|helix [--depth 5] [--width 100] [--seed 0] [--quick] [--json]
                        [--masks FOUND.npz|TICKET.safetensors]
+    strongticket plant --bench [--quick] [--out DIR] [--tasks circle,relu,helix] [--algos edge-popup,...]
+                       [--densities 0.5,0.1,0.01,planted] [--seeds 0,1,2] [--epochs 10]
 
 Prints the planted weights and density per layer and in total (weights only, as the paper), and the planted
 ticket's test metric (accuracy / MSE) in float64 and through strongticket's MaskedLinear layers (float32).
@@ -9,12 +11,22 @@ ticket's test metric (accuracy / MSE) in float64 and through strongticket's Mask
 (``.safetensors``) searched on ``planted-<task>``, and adds their recovery metrics and task metric (the found
 masks applied to the mother network). A ticket searched with ``--model planted`` masks this very mother network:
 depth, width and seed default to the ticket's own (the mother network is drawn from the ticket's seed; giving
-other values is an error), and its task metric is the ticket's own network (weight and bias masks, outputs not
-rescaled) on the test split it was searched on (data seed ``PLANTED_TASK_SEED``), i.e. ``strongticket eval``'s
-metric up to float32 rounding. A ticket searched with an mlp of matching hidden widths (``depth - 2`` layers of
+other values is an error), and its task metric is the ticket's own network (weight and bias masks, outputs
+divided by the planting scale, as the model's read-out) on the test split it was searched on (data seed
+``PLANTED_TASK_SEED``), i.e. ``strongticket eval``'s metric up to float32 rounding. A ticket searched with an
+mlp of matching hidden widths (``depth - 2`` layers of
 ``width``) masks strongticket's own frozen random weights, not this mother network, so its recovery is that of
 an unplanted search (a baseline). Without a planted ticket, depth, width and seed default to 5, 100 and 0.
-``--quick`` uses n = 2,000 samples. ``add_plant_parser(subparsers)`` registers it;
+``--quick`` uses n = 2,000 samples.
+
+``--bench`` runs :func:`strongticket.planted.bench.run_bench` instead: every method at each density on each task
+(depth 5 × width 100, ``--model planted``), one progress line per run, then ``results.jsonl``, ``bench.md`` and
+plots in ``--out`` (default ``runs/plant-bench``, with ``--quick`` ``runs/plant-bench-quick``); ``--quick`` then
+means the quick size (seed 0, 2 epochs). Running the same command again skips the finished runs.
+``--algos`` defaults to every registered method (and lists those the benchmark has settings for that are not
+registered yet as skipped); ``--seeds`` / ``--epochs`` to the size's. The single-network
+options (``--task``, ``--depth``, ``--width``, ``--seed``, ``--masks``, ``--json``) do not combine with
+``--bench``, nor the bench options with it absent. ``add_plant_parser(subparsers)`` registers the command;
 a bad value raises a one-line ValueError (``cli.main`` prints it and exits 2).
 """
 
@@ -30,23 +42,11 @@ import torch
 
 from ..data.splits import PLANTED_TASK_SEED
 from .plant import Planted, plant_task, planted_model
-from .recovery import has_path, mask_recovery, planted_path_survives, task_metric, task_metric_name
+from .recovery import has_path, mask_recovery, masked_task_metric, planted_path_survives, task_metric, task_metric_name
 from .targets import TASKS
 from .tasks import make_task
 
 __all__ = ["add_plant_parser", "plant_report"]
-
-
-def _masked_metric(p: Planted, masks: list[np.ndarray], x: np.ndarray, y: np.ndarray,
-                   bias_masks: list[np.ndarray] | None = None) -> float:
-    """Task metric of the mother net under ``masks``: with ``bias_masks`` those biases and the raw outputs (a
-    ticket searched on the planted network), else all biases kept and outputs divided by the planted scale."""
-    h = x
-    for i, (w, b) in enumerate(zip(p.weights, p.biases, strict=True)):
-        h = h @ (w * masks[i]).T + (b if bias_masks is None else b * bias_masks[i])
-        if i < len(p.weights) - 1:
-            h = np.maximum(h, 0.0)
-    return task_metric(p.task, h if bias_masks is not None else h / p.scale, y)
 
 
 def _load_masks(path: str, p: Planted) -> list[np.ndarray]:
@@ -127,7 +127,7 @@ def plant_report(task: str, depth: int | None = None, width: int | None = None, 
         "fallbacks": p.fallbacks, "scale": p.scale.tolist(), "metric": task_metric_name(task),
         "test_size": len(data.y_test),
         "test_metric_float64": task_metric(task, p.forward(data.x_test) / p.scale, data.y_test),
-        "test_metric_float32": task_metric(task, out32 / p.scale, data.y_test),
+        "test_metric_float32": task_metric(task, out32, data.y_test),  # the model's read-out divides by scale
     }
     if masks_path is not None:
         found = _load_masks(masks_path, p)
@@ -135,10 +135,10 @@ def plant_report(task: str, depth: int | None = None, width: int | None = None, 
         report["planted_path_survives"] = planted_path_survives(found, p.masks)
         report["has_path"] = has_path(found)
         if cfg is None:
-            report["found_test_metric"] = _masked_metric(p, found, data.x_test, data.y_test)
+            report["found_test_metric"] = masked_task_metric(p, found, data.x_test, data.y_test)
         else:  # the ticket's own network on the test split it was searched on
             searched = make_task(task, seed=PLANTED_TASK_SEED, n=10_000)
-            report["found_test_metric"] = _masked_metric(p, found, searched.x_test, searched.y_test,
+            report["found_test_metric"] = masked_task_metric(p, found, searched.x_test, searched.y_test,
                                                          _ticket_bias_masks(masks_path))
         report["found_on_planted_network"] = cfg is not None
     return report
@@ -169,7 +169,64 @@ def _ticket_task(path: str) -> str | None:
     return data[len("planted-"):] if data.startswith("planted-") else None
 
 
+_SINGLE = ("task", "depth", "width", "seed", "masks")
+_BENCH = ("out", "tasks", "algos", "densities", "seeds", "epochs")
+
+
+def _csv(text: str, name: str, kind: type) -> tuple[Any, ...]:
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    try:
+        return tuple(kind(item) for item in items)
+    except ValueError:
+        kinds = {int: "integers", str: "names"}[kind]
+        raise ValueError(f"{name} must be comma-separated {kinds}, got {text!r}") from None
+
+
+def _density(item: str) -> float | str:
+    if item == "planted":
+        return item
+    try:
+        return float(item)
+    except ValueError:
+        raise ValueError(f"densities must be numbers in (0, 1] or 'planted', got {item!r}") from None
+
+
+def _epochs(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"epochs must be an integer in [1, 100000], got {text!r}") from None
+
+
+def _run_bench(ns: argparse.Namespace) -> int:
+    from .bench import run_bench
+
+    given = [f"--{name}" for name in _SINGLE if getattr(ns, name) is not None] + (["--json"] if ns.json else [])
+    if given:
+        raise ValueError(f"--bench takes --tasks, --algos, --densities, --seeds, --epochs and --out, not "
+                         f"{', '.join(given)}")
+    kwargs: dict[str, Any] = {}
+    if ns.tasks is not None:
+        kwargs["tasks"] = _csv(ns.tasks, "tasks", str)
+    if ns.algos is not None:
+        kwargs["methods"] = _csv(ns.algos, "algos", str)
+    if ns.densities is not None:
+        kwargs["densities"] = tuple(_density(d) for d in _csv(ns.densities, "densities", str))
+    if ns.seeds is not None:
+        kwargs["seeds"] = _csv(ns.seeds, "seeds", int)
+    if ns.epochs is not None:
+        kwargs["epochs"] = _epochs(ns.epochs)
+    out = ns.out or ("runs/plant-bench-quick" if ns.quick else "runs/plant-bench")
+    run_bench(out, quick=ns.quick, progress=True, **kwargs)
+    return 0
+
+
 def _run(ns: argparse.Namespace) -> int:
+    if ns.bench:
+        return _run_bench(ns)
+    given = [f"--{name}" for name in _BENCH if getattr(ns, name) is not None]
+    if given:
+        raise ValueError(f"{', '.join(given)} {'needs' if len(given) == 1 else 'need'} --bench")
     task = ns.task
     if task is None:
         task = (_ticket_task(ns.masks) if ns.masks else None) or "circle"
@@ -195,8 +252,21 @@ def add_plant_parser(subparsers: Any) -> None:
                    "else 100)")
     p.add_argument("--seed", type=int, default=None, help="mother network and data seed (default: a --model "
                    "planted ticket's, else 0)")
-    p.add_argument("--quick", action="store_true", help="2,000 samples instead of 10,000")
+    p.add_argument("--quick", action="store_true", help="2,000 samples instead of 10,000; with --bench the quick "
+                   "size")
     p.add_argument("--masks", default=None, help=".npz with mask0..mask{L-1}, or a ticket .safetensors searched on "
                    "planted-<task> (--model planted, or an mlp with matching widths): report their recovery")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    # the bench options are checked by run_bench, which says what is wrong in one line (argparse adds usage)
+    b = p.add_argument_group("benchmark", "every method at each density on the planted tasks (depth 5 x width 100)")
+    b.add_argument("--bench", action="store_true", help="run the planted-ticket benchmark instead; with --quick "
+                   "its quick size (seed 0, 2 epochs)")
+    b.add_argument("--out", default=None, help="benchmark folder (default runs/plant-bench, with --quick "
+                   "runs/plant-bench-quick); running the same command again skips the finished runs")
+    b.add_argument("--tasks", default=None, help=f"comma-separated tasks (default {','.join(TASKS)})")
+    b.add_argument("--algos", default=None, help="comma-separated search methods (default: every registered one)")
+    b.add_argument("--densities", default=None, help="comma-separated densities in (0, 1], 'planted' for the "
+                   "planted ticket's (default 0.5,0.1,0.01,planted)")
+    b.add_argument("--seeds", default=None, help="comma-separated seeds (default 0,1,2; with --quick 0)")
+    b.add_argument("--epochs", default=None, help="search epochs (default 10; with --quick 2)")
     p.set_defaults(run=_run)

@@ -13,6 +13,10 @@ Its parameters are overwritten by c_j theta (so they keep a random-looking magni
 times the target neuron's. No admissible neuron: the first unmatched one, c = |W_j,first / theta_first|.
 The output rows are then permuted into target order, so planted(x) masked by the ground truth equals
 ``scale * target(x)`` per output (float64, up to rounding).
+
+As a model (:func:`planted_model`), the network ends in a fixed read-out :class:`OutputScale` that divides by
+``scale`` (Plant 'n' Seek rescales the outputs by 1/scale): the planted mask then computes the target itself, so
+the planted ticket is an exact solution of the task a search on this network is asked to solve.
 """
 
 from __future__ import annotations
@@ -162,11 +166,26 @@ def plant_task(task: str, depth: int = 5, width: int = 100, seed: int = 0) -> Pl
     return plant(make_target(task, depth), width, seed)
 
 
+class OutputScale(nn.Module):
+    """The planted network's fixed read-out: outputs divided by the planting scale (float32; not learned, not in
+    the state dict — it is rebuilt from the seed with the network)."""
+
+    def __init__(self, scale: np.ndarray) -> None:
+        super().__init__()
+        self.register_buffer("scale", torch.from_numpy(np.asarray(scale, dtype=np.float32).copy()), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x / self.scale
+
+    def extra_repr(self) -> str:
+        return f"outputs={self.scale.numel()}"
+
+
 def planted_model(planted: Planted, *, density: float | None = None, seed: int | None = None) -> nn.Sequential:
     """The planted network as MaskedLinear(bias=True, bias_scores=True) + ReLU layers, float32, with the planted
-    weights and biases as the frozen weights and biases.
+    weights and biases as the frozen weights and biases, then :class:`OutputScale` (outputs / scale).
 
-    ``density=None``: the ground-truth masks are fixed, so ``model(x) / scale`` is the target. A ``density`` in
+    ``density=None``: the ground-truth masks are fixed, so ``model(x)`` is the target. A ``density`` in
     (0, 1]: nothing is fixed; every layer keeps that fraction of its weights (and of its biases) by scores drawn
     from ``seed`` (default ``planted.seed``), ready for a search (the ``planted`` model of the registry).
     """
@@ -184,4 +203,5 @@ def planted_model(planted: Planted, *, density: float | None = None, seed: int |
         layers.append(lin)
         if layer < len(planted.weights) - 1:
             layers.append(nn.ReLU())
+    layers.append(OutputScale(planted.scale))
     return nn.Sequential(*layers)

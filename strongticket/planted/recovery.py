@@ -12,12 +12,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .targets import TASKS
 
-__all__ = ["LayerRecovery", "has_path", "mask_recovery", "planted_path_survives", "task_metric",
+if TYPE_CHECKING:
+    from .plant import Planted
+
+__all__ = ["LayerRecovery", "has_path", "mask_recovery", "masked_task_metric", "planted_path_survives", "task_metric",
            "task_metric_name"]
 
 
@@ -87,3 +91,15 @@ def task_metric(task: str, outputs: np.ndarray, y: np.ndarray) -> float:
     if outputs.shape != y.shape:
         raise ValueError(f"outputs must have the targets' shape {y.shape}, got {outputs.shape}")
     return float(np.mean(np.square(outputs - y)))
+
+
+def masked_task_metric(p: Planted, masks: list[np.ndarray], x: np.ndarray, y: np.ndarray,
+                       bias_masks: list[np.ndarray] | None = None) -> float:
+    """Task metric of the mother net under ``masks``, outputs divided by the planting scale (the planted model's
+    read-out): with ``bias_masks`` those biases (a ticket searched on the planted network), else all kept."""
+    h = x
+    for i, (w, b) in enumerate(zip(p.weights, p.biases, strict=True)):
+        h = h @ (w * masks[i]).T + (b if bias_masks is None else b * bias_masks[i])
+        if i < len(p.weights) - 1:
+            h = np.maximum(h, 0.0)
+    return task_metric(p.task, h / p.scale, y)

@@ -309,7 +309,7 @@ def _finish_untrained(cfg: SearchConfig, model: torch.nn.Module, layers: list[Ma
               "mask_sha256": distributed.tensors_sha256(masks_now), **_layer_stats(layers),
               "seconds": facts["seconds"]}
     (folder / "metrics.jsonl").write_text(json.dumps(record) + "\n")
-    best = {f"val_{m}": val_metric, "epoch": 0, "masks": masks_now, "bias_masks": [None] * len(layers),
+    best = {f"val_{m}": val_metric, "epoch": 0, "masks": masks_now, "bias_masks": [lay.bias_mask for lay in layers],
             "other": other_state(model), "scores": None}
     return _finish(cfg, model, layers, [], best, [], test, folder, {**facts, "epochs": 0, "rounds": cfg.rounds})
 

@@ -443,8 +443,9 @@ class PruneAtInit(Method):
                     layer.scores.copy_(rank)
             set_density(layers, density)
             kept = [layer.mask.clone() for layer in layers]
-        for layer, mask in zip(layers, kept):
-            layer.fix_mask(mask)
+        for layer, mask in zip(layers, kept):  # weights only are scored: every bias is kept
+            keep_bias = None if layer.bias_scores is None else torch.ones_like(layer.bias_scores, dtype=torch.bool)
+            layer.fix_mask(mask, keep_bias)
 
 
 def _pai(name: str) -> type[PruneAtInit]:

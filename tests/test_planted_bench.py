@@ -1,0 +1,139 @@
+"""The planted-ticket benchmark (``strongticket plant --bench``): files, table, resume, n/a and skipped methods,
+one-line errors. Tiny sizes: one task, edge-popup (+ snip, refused on regression), one density + planted."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+import torch
+
+from strongticket.cli import main
+from strongticket.planted import bench
+from strongticket.planted.plant import plant_task
+from strongticket.search import methods
+
+TINY = ["--tasks", "relu", "--algos", "edge-popup,snip", "--densities", "0.1,planted", "--epochs", "1"]
+
+
+def _count_searches(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Record every search that gets as far as building its method (a finished run never does)."""
+    built: list[str] = []
+    real = methods.build
+
+    def build(cfg):
+        built.append(cfg.out)
+        return real(cfg)
+
+    monkeypatch.setattr(methods, "build", build)
+    return built
+
+
+def test_bench_writes_results_table_plots_and_reruns_without_searching(tmp_path, monkeypatch, capsys) -> None:
+    monkeypatch.chdir(tmp_path)
+    built = _count_searches(monkeypatch)
+    assert main(["plant", "--bench", "--quick", *TINY]) == 0
+    out = tmp_path / "runs" / "plant-bench-quick"  # the quick size's default folder
+    lines = capsys.readouterr().out.splitlines()
+    assert len(built) == 2  # edge-popup at 0.1 and at the planted density; snip is refused before
+    assert len(lines) == 5 and lines[-1] == "wrote runs/plant-bench-quick/bench.md"
+    assert [line.split()[:4] for line in lines[:4]] == [
+        ["relu", "edge-popup", "d=0.1", "seed"], ["relu", "edge-popup", "d=planted", "seed"],
+        ["relu", "snip", "d=0.1", "seed"], ["relu", "snip", "d=planted", "seed"]]
+    assert "mse" in lines[0] and "jaccard" in lines[0] and lines[2].endswith("n/a: needs classification")
+
+    records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert [(r["method"], r["density_label"], r["status"]) for r in records] == [
+        ("edge-popup", "0.1", "ok"), ("edge-popup", "planted", "ok"), ("snip", "0.1", "n/a"),
+        ("snip", "planted", "n/a")]
+    planted = plant_task("relu", 5, 100, 0)
+    ep01, ep_planted = records[0], records[1]
+    assert ep_planted["density"] == planted.density == ep_planted["planted_density"]
+    # ⌈d·n⌉ per layer over layers of 100, 10,000, 10,000 and 100 weights: 1 + 2 + 2 + 1 kept
+    assert ep_planted["achieved_density"] == pytest.approx(6 / 20_200)
+    assert ep01["achieved_density"] == pytest.approx(0.1) and ep01["epochs"] == 1 and ep01["batch_size"] == 256
+    for r in (ep01, ep_planted):
+        assert r["metric"] == "mse" and r["test_metric"] > 0
+        # the run's own test MSE and the recovery report's (float64 over the mother network) agree
+        assert r["found_test_metric"] == pytest.approx(r["test_metric"], rel=1e-4)
+        assert 0 <= r["jaccard"] <= r["recall"] <= 1 and isinstance(r["planted_path_survives"], bool)
+        assert len(r["layer_jaccard"]) == 4 and r["planted_test_metric"] < 1e-3  # an exact solution: noise only
+
+    md = (out / "bench.md").read_text()
+    assert "## relu: test mse" in md and "| method | 0.1 | planted (0.0002) |" in md
+    assert "| snip | n/a: needs classification | n/a: needs classification |" in md
+    row = next(line for line in md.splitlines() if line.startswith("| edge-popup |"))
+    assert row.count("|") == 4 and row.count(" · J ") == 2 and row.count(" ± ") == 2
+    assert "strongticket plant --bench --quick" in md and "--densities 0.1,planted" in md and "torch " in md
+    assert '| edge-popup | {"lr": 0.1' in md and "2 runs searched now" in md
+    assert (out / "relu.png").is_file() == ("plots skipped" not in md)
+
+    built.clear()
+    assert main(["plant", "--bench", "--quick", *TINY]) == 0
+    again = capsys.readouterr().out.splitlines()
+    assert built == []  # nothing searched again
+    assert "(finished before)" in again[0] and "(finished before)" in again[1]
+    rerun = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert [{k: v for k, v in r.items() if k != "cached"} for r in rerun] == \
+        [{k: v for k, v in r.items() if k != "cached"} for r in records]
+    assert "0 runs searched now, 2 finished before" in (out / "bench.md").read_text()
+
+
+def test_bench_skips_unregistered_methods_and_says_plots_skipped_without_matplotlib(tmp_path, monkeypatch) -> None:
+    monkeypatch.setitem(bench.SETTINGS, "future-algo", {"lr": 1.0})
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib raises ImportError
+    assert "future-algo" in bench.default_methods() and "future-algo" not in methods.METHODS
+    threads = torch.get_num_threads()
+    path = bench.run_bench(tmp_path / "b", tasks=("helix",), methods=("future-algo", "edge-popup"),
+                           densities=(0.5,), epochs=1, quick=True, progress=False)
+    assert torch.get_num_threads() == threads  # the bench's one thread is given back
+    md = path.read_text()
+    assert "Skipped, not registered in strongticket.search.methods.METHODS: future-algo." in md
+    table = md[md.index("## helix"):md.index("## Settings")]
+    assert "| future-algo |" not in table and "| edge-popup |" in table and '| future-algo | {"lr": 1.0} |' in md
+    assert "plots skipped: matplotlib is not installed" in md and not list((tmp_path / "b").glob("*.png"))
+    records = [json.loads(line) for line in (tmp_path / "b" / "results.jsonl").read_text().splitlines()]
+    assert [(r["method"], r["status"]) for r in records] == [("future-algo", "skipped"), ("edge-popup", "ok")]
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"tasks": ("square",)}, "tasks must be among circle, relu, helix, got 'square'"),
+    ({"tasks": ()}, "tasks must list at least one value, got none"),
+    ({"methods": ("edge-pop",)}, "algos must be among edge-popup, "),
+    ({"densities": (1.5,)}, "densities must be numbers in (0, 1] or 'planted', got 1.5"),
+    ({"densities": ("dense",)}, "densities must be numbers in (0, 1] or 'planted', got 'dense'"),
+    ({"seeds": (0, 0)}, "seeds must not repeat a value, got 0,0"),
+    ({"seeds": (-1,)}, "seeds must be integers in [0, 4294967295], got -1"),
+    ({"epochs": 0}, "epochs must be an integer in [1, 100000], got 0"),
+])
+def test_bench_rejects_bad_arguments_in_one_line_before_writing(tmp_path, kwargs, message) -> None:
+    with pytest.raises(ValueError) as e:
+        bench.run_bench(tmp_path / "b", progress=False, **kwargs)
+    assert str(e.value).startswith(message) and "\n" not in str(e.value)
+    assert not (tmp_path / "b").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--bench", "--seeds", "0,x"], "seeds must be comma-separated integers, got '0,x'"),
+    (["--bench", "--epochs", "two"], "epochs must be an integer in [1, 100000], got 'two'"),
+    (["--bench", "--densities", "0.1,half"], "densities must be numbers in (0, 1] or 'planted', got 'half'"),
+    (["--bench", "--algos", "edge-popup,nope"], "algos must be among "),
+    (["--bench", "--task", "relu"], "--bench takes --tasks, --algos, --densities, --seeds, --epochs and --out, "
+                                    "not --task"),
+    (["--task", "relu", "--seeds", "0,1"], "--seeds needs --bench"),
+    (["--out", "x", "--epochs", "1"], "--out, --epochs need --bench"),
+])
+def test_cli_bench_bad_values_exit_2_with_one_line(tmp_path, monkeypatch, capsys, args, message) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["plant", *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"strongticket: error: {message}") and err.count("\n") == 1
+    assert not (tmp_path / "runs").exists()
+
+
+def test_bench_runs_pruning_at_init_on_the_planted_network(tmp_path) -> None:
+    bench.run_bench(tmp_path / "b", tasks=("relu",), methods=("magnitude",), densities=(0.5,), seeds=(0,),
+                    progress=False)
+    record = json.loads((tmp_path / "b" / "results.jsonl").read_text())
+    assert record["status"] == "ok" and record["achieved_density"] == pytest.approx(0.5, abs=1e-3)
