@@ -18,11 +18,15 @@ the seed, names each layer's random stream, so a model config plus a seed determ
   frozen weights and biases are the mother network's (``strongticket.planted.planted_model``), so that a
   searched ticket can be compared with the planted one (``strongticket plant --masks``). ``init``,
   ``scale_fan``, ``bias`` and ``bias_scores`` do not apply: the weights are the planted ones and the biases
-  always have scores, as in Plant 'n' Seek.
+  always have scores, as in Plant 'n' Seek. Its outputs are raw, as in Plant 'n' Seek's searches, where the
+  planted masks compute the target times the planting scale (1e-5 to 3e-4), not the target.
+- ``planted-scaled``: the same network with the fixed read-out outputs / planting scale, in which the planted
+  masks compute the target exactly (the planted ticket is a solution of the task searched for).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -202,8 +206,9 @@ def _variant(cls: type, name: str) -> Callable[..., nn.Module]:
 
 def planted_network(input_shape: Sequence[int], num_classes: int, widths: Sequence[int] = (100, 100, 100), *,
                     data: str | None = None, width: float = 1.0, density: float = 0.5, seed: int = 0,
-                    weights: str = "stored", **_ignored: Any) -> nn.Module:
-    """The planted mother network of ``data`` (``planted-<task>``), ready for a search at ``density``."""
+                    weights: str = "stored", scaled: bool = False, **_ignored: Any) -> nn.Module:
+    """The planted mother network of ``data`` (``planted-<task>``), ready for a search at ``density``; raw outputs
+    (Plant 'n' Seek's network), or divided by the planting scale with ``scaled`` (``planted-scaled``)."""
     from .planted.plant import plant_task, planted_model
     from .planted.targets import TASKS
 
@@ -218,7 +223,7 @@ def planted_network(input_shape: Sequence[int], num_classes: int, widths: Sequen
     if weights != "stored":
         raise ValueError(f"model planted needs stored weights (the planted ones), got weights {weights!r}")
     planted = plant_task(data.removeprefix("planted-"), depth=len(widths) + 2, width=widths[0], seed=seed)
-    model = planted_model(planted, density=density, seed=seed)
+    model = planted_model(planted, density=density, seed=seed, scaled=scaled)
     if (tuple(input_shape), num_classes) != ((planted.widths[0],), planted.widths[-1]):
         raise ValueError(f"model planted for {data} needs input shape ({planted.widths[0]},) and "
                          f"{planted.widths[-1]} outputs, got {tuple(input_shape)} and {num_classes}")
@@ -229,6 +234,7 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "mlp": MLP,
     **{name: _variant(ConvNet, name) for name in _CONV_PLANS},
     "planted": planted_network,
+    "planted-scaled": functools.partial(planted_network, scaled=True),
     **{name: _variant(ResNet, name) for name in _RESNET_PLANS},
 }
 
@@ -248,7 +254,7 @@ def model_from_config(cfg: Any, input_shape: Sequence[int], num_classes: int) ->
                                   learn_bn=cfg.learn_bn, weights=getattr(cfg, "weights", "stored"))
     if cfg.widths is not None:
         kwargs["widths"] = tuple(cfg.widths)
-    if cfg.model == "planted":
+    if cfg.model.startswith("planted"):
         kwargs["data"] = cfg.data
     model = build_model(cfg.model, input_shape, num_classes, **kwargs)
     if cfg.scope == "global":

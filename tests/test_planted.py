@@ -56,6 +56,9 @@ def test_planted_model_uses_masked_linear_and_matches_float64():
     with torch.no_grad():
         out = model(torch.from_numpy(x).float()).double().numpy()
     assert np.allclose(out, p.target(x), atol=1e-4)  # the model divides by the planting scale itself
+    with torch.no_grad():
+        raw = planted_model(p, scaled=False)(torch.from_numpy(x).float()).double().numpy()
+    assert np.allclose(raw / p.scale, p.target(x), atol=1e-4) and not np.allclose(raw, p.target(x), atol=1e-2)
     kept = [int(m.kept()) for m in model if hasattr(m, "kept")]
     assert kept == list(p.planted_counts)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -119,8 +120,8 @@ def test_bench_rejects_bad_arguments_in_one_line_before_writing(tmp_path, kwargs
     (["--bench", "--epochs", "two"], "epochs must be an integer in [1, 100000], got 'two'"),
     (["--bench", "--densities", "0.1,half"], "densities must be numbers in (0, 1] or 'planted', got 'half'"),
     (["--bench", "--algos", "edge-popup,nope"], "algos must be among "),
-    (["--bench", "--task", "relu"], "--bench takes --tasks, --algos, --densities, --seeds, --epochs and --out, "
-                                    "not --task"),
+    (["--bench", "--task", "relu"], "--bench takes --tasks, --algos, --densities, --seeds, --epochs, --scaled and "
+                                    "--out, not --task"),
     (["--task", "relu", "--seeds", "0,1"], "--seeds needs --bench"),
     (["--out", "x", "--epochs", "1"], "--out, --epochs need --bench"),
 ])
@@ -137,3 +138,19 @@ def test_bench_runs_pruning_at_init_on_the_planted_network(tmp_path) -> None:
                     progress=False)
     record = json.loads((tmp_path / "b" / "results.jsonl").read_text())
     assert record["status"] == "ok" and record["achieved_density"] == pytest.approx(0.5, abs=1e-3)
+
+
+@pytest.mark.parametrize("scaled", [False, True])
+def test_bench_searches_the_raw_or_the_scaled_planted_network(tmp_path, scaled) -> None:
+    out = tmp_path / "b"
+    bench.run_bench(out, tasks=("relu",), methods=("edge-popup",), densities=("planted",), seeds=(0,), epochs=1,
+                    quick=True, progress=False, scaled=scaled)
+    r = json.loads((out / "results.jsonl").read_text())
+    config = json.loads((Path(r["run_dir"]) / "config.json").read_text())
+    assert config["model"] == ("planted-scaled" if scaled else "planted")
+    assert r["planted_test_metric"] < 1e-3  # the target: outputs / planting scale
+    # in Plant 'n' Seek's raw network the planted masks output scale * target, far from the target
+    assert (r["planted_test_metric_as_searched"] < 1e-3) == scaled
+    assert r["found_test_metric"] == pytest.approx(r["test_metric"], rel=1e-4)
+    md = (out / "bench.md").read_text()
+    assert ("--scaled" in md) == scaled and ("outputs / scale):" in md) == scaled

@@ -129,10 +129,11 @@ def _check(tasks: Sequence[str], algos: Sequence[str], densities: Sequence[float
 
 
 def _config(task: str, algo: str, density: float, seed: int, epochs: int, quick: bool, folder: Path,
-            device: str) -> SearchConfig:
+            device: str, scaled: bool = False) -> SearchConfig:
     trains = METHODS[algo].trains
     values: dict[str, Any] = {
-        "data": f"planted-{task}", "model": "planted", "widths": (WIDTH,) * (DEPTH - 2), "algo": algo,
+        "data": f"planted-{task}", "model": "planted-scaled" if scaled else "planted",
+        "widths": (WIDTH,) * (DEPTH - 2), "algo": algo,
         "density": density, "seed": seed, "epochs": epochs if trains else 1, "out": str(folder), "device": device,
         **SETTINGS.get(algo, {}),
     }
@@ -141,13 +142,16 @@ def _config(task: str, algo: str, density: float, seed: int, epochs: int, quick:
     return SearchConfig.from_dict(values, source=f"bench settings of {algo}")
 
 
-def _references(task: str, seed: int) -> dict[str, float]:
-    """The planted ticket's density and test metrics on the split the search is tested on."""
+def _references(task: str, seed: int, scaled: bool = False) -> dict[str, float]:
+    """The planted ticket's density and test metrics on the split the search is tested on: rescaled (the target)
+    and in the network as searched (raw outputs unless ``scaled``)."""
     p = plant_task(task, DEPTH, WIDTH, seed)
     data = make_task(task, seed=PLANTED_TASK_SEED, n=10_000)
+    args = (p, list(p.masks), data.x_test, data.y_test, list(p.bias_masks))
     return {
         "planted_density": p.density,
-        "planted_test_metric": masked_task_metric(p, list(p.masks), data.x_test, data.y_test, list(p.bias_masks)),
+        "planted_test_metric": masked_task_metric(*args, scaled=True),
+        "planted_test_metric_as_searched": masked_task_metric(*args, scaled=scaled),
     }
 
 
@@ -164,13 +168,13 @@ def _recovery(task: str, ticket: Path) -> dict[str, Any]:
 
 
 def _run_one(task: str, algo: str, label: str, density: float, seed: int, epochs: int, quick: bool, out: Path,
-             device: str) -> dict[str, Any]:
+             device: str, scaled: bool = False) -> dict[str, Any]:
     folder = out / "runs" / task / algo / f"d{label}-s{seed}"
     record: dict[str, Any] = {"task": task, "method": algo, "density_label": label, "density": density,
                               "seed": seed, "metric": task_metric_name(task), "run_dir": str(folder)}
     if algo not in METHODS:
         return {**record, "status": "skipped", "note": _NOT_REGISTERED}
-    cfg = _config(task, algo, density, seed, epochs, quick, folder, device)
+    cfg = _config(task, algo, density, seed, epochs, quick, folder, device, scaled)
     cached = (folder / "summary.json").is_file()
     try:
         with warnings.catch_warnings():  # collapsed layers are recorded per run instead
@@ -202,8 +206,9 @@ def _progress_line(r: dict[str, Any]) -> str:
 
 
 def _command(out: Path, tasks: Sequence[str], algos: Sequence[str], densities: Sequence[float | str],
-             seeds: Sequence[int], epochs: int, quick: bool) -> str:
-    args = ["strongticket", "plant", "--bench", *(["--quick"] if quick else []), "--out", str(out),
+             seeds: Sequence[int], epochs: int, quick: bool, scaled: bool = False) -> str:
+    args = ["strongticket", "plant", "--bench", *(["--quick"] if quick else []),
+            *(["--scaled"] if scaled else []), "--out", str(out),
             "--tasks", ",".join(tasks), "--algos", ",".join(algos),
             "--densities", ",".join(_label(d) for d in densities), "--seeds", ",".join(map(str, seeds)),
             "--epochs", str(epochs)]
@@ -213,9 +218,11 @@ def _command(out: Path, tasks: Sequence[str], algos: Sequence[str], densities: S
 def run_bench(out_dir: str | Path, *, tasks: Sequence[str] = TASKS, methods: Sequence[str] | None = None,
               densities: Sequence[float | str] = DENSITIES, seeds: Sequence[int] | None = None,
               epochs: int | None = None, quick: bool = False, progress: bool = True,
-              device: str = "cpu") -> Path:
+              device: str = "cpu", scaled: bool = False) -> Path:
     """Run (or resume) the benchmark into ``out_dir``; returns the path of ``bench.md``.
 
+    ``scaled``: search ``planted-scaled`` (outputs / planting scale: the planted masks solve the task exactly)
+    instead of ``planted`` (raw outputs, Plant 'n' Seek's network).
     ``methods`` defaults to :func:`default_methods`, ``seeds`` and ``epochs`` to the full or quick size.
     ``progress`` prints one line per run. ``device`` "cpu": these 20k-weight networks gain nothing on a GPU.
     The runs use one torch thread (restored afterwards): as fast as two on an idle 2-core machine, and 14× faster
@@ -230,7 +237,7 @@ def run_bench(out_dir: str | Path, *, tasks: Sequence[str] = TASKS, methods: Seq
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    references = {(task, seed): _references(task, seed) for task in tasks for seed in seeds}
+    references = {(task, seed): _references(task, seed, scaled) for task in tasks for seed in seeds}
     records = []
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -241,7 +248,8 @@ def run_bench(out_dir: str | Path, *, tasks: Sequence[str] = TASKS, methods: Seq
                     for seed in seeds:
                         ref = references[task, seed]
                         density = ref["planted_density"] if d == "planted" else float(d)
-                        r = {**_run_one(task, algo, _label(d), density, seed, epochs, quick, out, device), **ref}
+                        r = {**_run_one(task, algo, _label(d), density, seed, epochs, quick, out, device, scaled),
+                             **ref}
                         records.append(r)
                         if progress:
                             print(_progress_line(r), flush=True)
@@ -250,8 +258,8 @@ def run_bench(out_dir: str | Path, *, tasks: Sequence[str] = TASKS, methods: Seq
     with open(out / "results.jsonl", "w") as f:
         for r in records:
             f.write(json.dumps(r) + "\n")
-    meta = {"command": _command(out, tasks, algos, densities, seeds, epochs, quick),
-            "wall_seconds": time.perf_counter() - start, "device": device, "quick": quick}
+    meta = {"command": _command(out, tasks, algos, densities, seeds, epochs, quick, scaled),
+            "wall_seconds": time.perf_counter() - start, "device": device, "quick": quick, "scaled": scaled}
     path = _write_report(out, records, meta)
     if progress:
         print(f"wrote {path}")
@@ -308,7 +316,9 @@ def _write_report(out: Path, records: list[dict[str, Any]], meta: dict[str, Any]
         heads = [f"planted ({min(planted):.4f})" if label == "planted" else label for label in labels]
         lines += ["", f"## {task}: test {metric}", "",
                   f"Planted ticket (weight and bias masks of the planting, {ref['planted_density']:.4f} of the "
-                  f"weights): {_fmt(ref['planted_test_metric'], metric)}.", "",
+                  f"weights): {_fmt(ref['planted_test_metric'], metric)} with outputs / planting scale (the target); "
+                  f"in the network as searched ({'outputs / scale' if meta['scaled'] else 'raw outputs'}): "
+                  f"{_fmt(ref['planted_test_metric_as_searched'], metric)}.", "",
                   f"| method | {' | '.join(heads)} |", f"|---|{'---|' * len(labels)}"]
         for algo in shown:
             cells = [_cell(groups[algo, label]) for label in labels]

@@ -2,27 +2,28 @@
 
     strongticket plant --task circle|relu|helix [--depth 5] [--width 100] [--seed 0] [--quick] [--json]
                        [--masks FOUND.npz|TICKET.safetensors]
-    strongticket plant --bench [--quick] [--out DIR] [--tasks circle,relu,helix] [--algos edge-popup,...]
+    strongticket plant --bench [--quick] [--scaled] [--out DIR] [--tasks circle,relu,helix] [--algos a,b,...]
                        [--densities 0.5,0.1,0.01,planted] [--seeds 0,1,2] [--epochs 10]
 
 Prints the planted weights and density per layer and in total (weights only, as the paper), and the planted
 ticket's test metric (accuracy / MSE) in float64 and through strongticket's MaskedLinear layers (float32).
 ``--masks`` takes an ``.npz`` with arrays ``mask0 .. mask{L-1}`` (bool, (n_out, n_in)), or a ticket
 (``.safetensors``) searched on ``planted-<task>``, and adds their recovery metrics and task metric (the found
-masks applied to the mother network). A ticket searched with ``--model planted`` masks this very mother network:
-depth, width and seed default to the ticket's own (the mother network is drawn from the ticket's seed; giving
-other values is an error), and its task metric is the ticket's own network (weight and bias masks, outputs
-divided by the planting scale, as the model's read-out) on the test split it was searched on (data seed
-``PLANTED_TASK_SEED``), i.e. ``strongticket eval``'s metric up to float32 rounding. A ticket searched with an
-mlp of matching hidden widths (``depth - 2`` layers of
-``width``) masks strongticket's own frozen random weights, not this mother network, so its recovery is that of
-an unplanted search (a baseline). Without a planted ticket, depth, width and seed default to 5, 100 and 0.
+masks applied to the mother network, outputs / planting scale). A ticket searched with ``--model planted`` or
+``planted-scaled`` masks this very mother network: depth, width and seed default to the ticket's own (the mother
+network is drawn from the ticket's seed; giving other values is an error), and its task metric is the ticket's own
+network (weight and bias masks; raw outputs for ``planted``, outputs / scale for ``planted-scaled``) on the test
+split it was searched on (data seed ``PLANTED_TASK_SEED``), i.e. ``strongticket eval``'s metric up to float32
+rounding, printed next to the planted masks' metric in that same network. A ticket searched with an mlp of
+matching hidden widths (``depth - 2`` layers of ``width``) masks strongticket's own frozen random weights, not
+this mother network, so its recovery is that of an unplanted search (a baseline). Without a planted ticket,
+depth, width and seed default to 5, 100 and 0.
 ``--quick`` uses n = 2,000 samples.
 
 ``--bench`` runs :func:`strongticket.planted.bench.run_bench` instead: every method at each density on each task
-(depth 5 × width 100, ``--model planted``), one progress line per run, then ``results.jsonl``, ``bench.md`` and
-plots in ``--out`` (default ``runs/plant-bench``, with ``--quick`` ``runs/plant-bench-quick``); ``--quick`` then
-means the quick size (seed 0, 2 epochs). Running the same command again skips the finished runs.
+(depth 5 × width 100, ``--model planted``, or ``planted-scaled`` with ``--scaled``), one progress line per run,
+then ``results.jsonl``, ``bench.md`` and plots in ``--out`` (default ``runs/plant-bench[-scaled][-quick]``);
+``--quick`` then means the quick size (seed 0, 2 epochs). Running the same command again skips the finished runs.
 ``--algos`` defaults to every registered method (and lists those the benchmark has settings for that are not
 registered yet as skipped); ``--seeds`` / ``--epochs`` to the size's. The single-network
 options (``--task``, ``--depth``, ``--width``, ``--seed``, ``--masks``, ``--json``) do not combine with
@@ -46,7 +47,9 @@ from .recovery import has_path, mask_recovery, masked_task_metric, planted_path_
 from .targets import TASKS
 from .tasks import make_task
 
-__all__ = ["add_plant_parser", "plant_report"]
+__all__ = ["PLANTED_MODELS", "add_plant_parser", "plant_report"]
+
+PLANTED_MODELS = ("planted", "planted-scaled")
 
 
 def _load_masks(path: str, p: Planted) -> list[np.ndarray]:
@@ -63,13 +66,13 @@ def _load_masks(path: str, p: Planted) -> list[np.ndarray]:
 
 
 def _planted_ticket(path: str | None) -> dict[str, Any] | None:
-    """The config of ``path`` if it is a ticket searched with ``--model planted``, else None."""
+    """The config of ``path`` if it is a ticket searched with ``--model planted`` or ``planted-scaled``, else None."""
     if path is None or not path.endswith(".safetensors") or not Path(path).is_file():
         return None
     from ..ticket import read_ticket
 
     config = read_ticket(path).config
-    return config if config.get("model") == "planted" else None
+    return config if config.get("model") in PLANTED_MODELS else None
 
 
 def _ticket_bias_masks(path: str) -> list[np.ndarray]:
@@ -86,7 +89,7 @@ def _ticket_masks(path: str, p: Planted) -> list[np.ndarray]:
     data = ticket.config.get("data")
     if data != f"planted-{p.task}":
         raise ValueError(f"ticket {path} must be searched on planted-{p.task}, got data {data!r}")
-    if ticket.config.get("model") == "planted" and ticket.config.get("seed") != p.seed:
+    if ticket.config.get("model") in PLANTED_MODELS and ticket.config.get("seed") != p.seed:
         raise ValueError(f"ticket {path} was searched on the network planted with seed {ticket.config.get('seed')}, "
                          f"got seed {p.seed}")
     masks = [m.cpu().numpy().astype(bool) for m in ticket.masks]
@@ -138,8 +141,12 @@ def plant_report(task: str, depth: int | None = None, width: int | None = None, 
             report["found_test_metric"] = masked_task_metric(p, found, data.x_test, data.y_test)
         else:  # the ticket's own network on the test split it was searched on
             searched = make_task(task, seed=PLANTED_TASK_SEED, n=10_000)
+            scaled = cfg["model"] == "planted-scaled"
             report["found_test_metric"] = masked_task_metric(p, found, searched.x_test, searched.y_test,
-                                                         _ticket_bias_masks(masks_path))
+                                                             _ticket_bias_masks(masks_path), scaled=scaled)
+            report["planted_test_metric_as_searched"] = masked_task_metric(
+                p, list(p.masks), searched.x_test, searched.y_test, list(p.bias_masks), scaled=scaled)
+            report["scaled_outputs"] = scaled
         report["found_on_planted_network"] = cfg is not None
     return report
 
@@ -157,6 +164,10 @@ def _print(r: dict[str, Any]) -> None:
                   f"jaccard {rec['jaccard']:.4f}")
         print(f"  planted path survives: {r['planted_path_survives']}; input-output path: {r['has_path']}; "
               f"found ticket test {r['metric']}: {r['found_test_metric']:.6g}")
+        if "planted_test_metric_as_searched" in r:
+            readout = "outputs / scale" if r["scaled_outputs"] else "raw outputs, as Plant 'n' Seek"
+            print(f"  the planted masks in the searched network ({readout}): test {r['metric']} "
+                  f"{r['planted_test_metric_as_searched']:.6g}")
 
 
 def _ticket_task(path: str) -> str | None:
@@ -170,7 +181,7 @@ def _ticket_task(path: str) -> str | None:
 
 
 _SINGLE = ("task", "depth", "width", "seed", "masks")
-_BENCH = ("out", "tasks", "algos", "densities", "seeds", "epochs")
+_BENCH = ("out", "tasks", "algos", "densities", "seeds", "epochs", "scaled")
 
 
 def _csv(text: str, name: str, kind: type) -> tuple[Any, ...]:
@@ -203,7 +214,7 @@ def _run_bench(ns: argparse.Namespace) -> int:
 
     given = [f"--{name}" for name in _SINGLE if getattr(ns, name) is not None] + (["--json"] if ns.json else [])
     if given:
-        raise ValueError(f"--bench takes --tasks, --algos, --densities, --seeds, --epochs and --out, not "
+        raise ValueError(f"--bench takes --tasks, --algos, --densities, --seeds, --epochs, --scaled and --out, not "
                          f"{', '.join(given)}")
     kwargs: dict[str, Any] = {}
     if ns.tasks is not None:
@@ -216,8 +227,8 @@ def _run_bench(ns: argparse.Namespace) -> int:
         kwargs["seeds"] = _csv(ns.seeds, "seeds", int)
     if ns.epochs is not None:
         kwargs["epochs"] = _epochs(ns.epochs)
-    out = ns.out or ("runs/plant-bench-quick" if ns.quick else "runs/plant-bench")
-    run_bench(out, quick=ns.quick, progress=True, **kwargs)
+    out = ns.out or ("runs/plant-bench" + ("-scaled" if ns.scaled else "") + ("-quick" if ns.quick else ""))
+    run_bench(out, quick=ns.quick, progress=True, scaled=bool(ns.scaled), **kwargs)
     return 0
 
 
@@ -269,4 +280,7 @@ def add_plant_parser(subparsers: Any) -> None:
                    "planted ticket's (default 0.5,0.1,0.01,planted)")
     b.add_argument("--seeds", default=None, help="comma-separated seeds (default 0,1,2; with --quick 0)")
     b.add_argument("--epochs", default=None, help="search epochs (default 10; with --quick 2)")
+    b.add_argument("--scaled", action="store_const", const=True, default=None,
+                   help="search planted-scaled (outputs / planting scale: the planted masks solve the task exactly) "
+                        "instead of planted (raw outputs, as Plant 'n' Seek); default out runs/plant-bench-scaled")
     p.set_defaults(run=_run)

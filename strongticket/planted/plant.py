@@ -14,9 +14,10 @@ times the target neuron's. No admissible neuron: the first unmatched one, c = |W
 The output rows are then permuted into target order, so planted(x) masked by the ground truth equals
 ``scale * target(x)`` per output (float64, up to rounding).
 
-As a model (:func:`planted_model`), the network ends in a fixed read-out :class:`OutputScale` that divides by
-``scale`` (Plant 'n' Seek rescales the outputs by 1/scale): the planted mask then computes the target itself, so
-the planted ticket is an exact solution of the task a search on this network is asked to solve.
+As a model (:func:`planted_model`) the network's outputs are either raw (``scaled=False``: the network Plant 'n'
+Seek's searches run on, where the planted masks compute ``scale * target``, not the target) or divided by ``scale``
+by a fixed read-out :class:`OutputScale` (``scaled=True``: the planted masks compute the target itself, so the
+planted ticket is an exact solution of the task a search on this network is asked to solve).
 """
 
 from __future__ import annotations
@@ -181,13 +182,16 @@ class OutputScale(nn.Module):
         return f"outputs={self.scale.numel()}"
 
 
-def planted_model(planted: Planted, *, density: float | None = None, seed: int | None = None) -> nn.Sequential:
+def planted_model(planted: Planted, *, density: float | None = None, seed: int | None = None,
+                  scaled: bool = True) -> nn.Sequential:
     """The planted network as MaskedLinear(bias=True, bias_scores=True) + ReLU layers, float32, with the planted
-    weights and biases as the frozen weights and biases, then :class:`OutputScale` (outputs / scale).
+    weights and biases as the frozen weights and biases, then (``scaled``) :class:`OutputScale` (outputs / scale).
 
-    ``density=None``: the ground-truth masks are fixed, so ``model(x)`` is the target. A ``density`` in
+    ``density=None``: the ground-truth masks are fixed, so ``model(x)`` is the target (``scale * target`` when not
+    ``scaled``). A ``density`` in
     (0, 1]: nothing is fixed; every layer keeps that fraction of its weights (and of its biases) by scores drawn
-    from ``seed`` (default ``planted.seed``), ready for a search (the ``planted`` model of the registry).
+    from ``seed`` (default ``planted.seed``), ready for a search (the ``planted`` / ``planted-scaled`` models of the
+    registry).
     """
     layers: list[nn.Module] = []
     for layer, (w, b, m, bm) in enumerate(zip(planted.weights, planted.biases, planted.masks, planted.bias_masks,
@@ -203,5 +207,6 @@ def planted_model(planted: Planted, *, density: float | None = None, seed: int |
         layers.append(lin)
         if layer < len(planted.weights) - 1:
             layers.append(nn.ReLU())
-    layers.append(OutputScale(planted.scale))
+    if scaled:
+        layers.append(OutputScale(planted.scale))
     return nn.Sequential(*layers)

@@ -94,12 +94,12 @@ def task_metric(task: str, outputs: np.ndarray, y: np.ndarray) -> float:
 
 
 def masked_task_metric(p: Planted, masks: list[np.ndarray], x: np.ndarray, y: np.ndarray,
-                       bias_masks: list[np.ndarray] | None = None) -> float:
-    """Task metric of the mother net under ``masks``, outputs divided by the planting scale (the planted model's
-    read-out): with ``bias_masks`` those biases (a ticket searched on the planted network), else all kept."""
+                       bias_masks: list[np.ndarray] | None = None, *, scaled: bool = True) -> float:
+    """Task metric of the mother net under ``masks`` (float64), with ``bias_masks`` those biases, else all kept;
+    outputs divided by the planting scale (``scaled``, the ``planted-scaled`` read-out) or raw (``planted``)."""
     h = x
     for i, (w, b) in enumerate(zip(p.weights, p.biases, strict=True)):
         h = h @ (w * masks[i]).T + (b if bias_masks is None else b * bias_masks[i])
         if i < len(p.weights) - 1:
             h = np.maximum(h, 0.0)
-    return task_metric(p.task, h / p.scale, y)
+    return task_metric(p.task, h / p.scale if scaled else h, y)
