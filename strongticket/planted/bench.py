@@ -359,9 +359,10 @@ def _plots(out: Path, ok: list[dict[str, Any]]) -> list[Path] | None:
                                mean_std([r["test_metric"] for r in group]), mean_std([r["jaccard"] for r in group])))
             points.sort()
             xs = [p[0] for p in points]
-            for ax, k in zip(axes, (1, 2)):  # markers tell apart the methods the 10 colours cannot
+            colour = plt.get_cmap("tab20")(i % 20)  # 20 colours: every method its own, and its own marker
+            for ax, k in zip(axes, (1, 2)):
                 ax.errorbar(xs, [p[k][0] for p in points], yerr=[p[k][1] for p in points], capsize=2, label=algo,
-                            marker=_MARKERS[i % len(_MARKERS)])
+                            marker=_MARKERS[i % len(_MARKERS)], color=colour)
         planted = runs[0]["planted_density"]
         for ax, ylabel in zip(axes, (f"test {runs[0]['metric']}", "Jaccard (found vs planted edges)")):
             ax.axvline(planted, color="grey", linestyle=":", linewidth=1)
