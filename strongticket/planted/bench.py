@@ -299,7 +299,8 @@ def _write_report(out: Path, records: list[dict[str, Any]], meta: dict[str, Any]
         f"{meta['device']}. Wall time {meta['wall_seconds']:.1f} s ({sum(not r['cached'] for r in ok)} runs searched "
         f"now, {sum(r['cached'] for r in ok)} finished before); search time over all runs "
         f"{sum(r['seconds'] for r in ok):.1f} s.", "",
-        f"Network: depth {DEPTH} × width {WIDTH} (`--model planted`); seeds {','.join(map(str, seeds))}; "
+        f"Network: depth {DEPTH} × width {WIDTH} (`--model {'planted-scaled' if meta['scaled'] else 'planted'}`); "
+        f"seeds {','.join(map(str, seeds))}; "
         f"{'quick size' if meta['quick'] else 'full size'}. Cells: test metric mean ± std over seeds · J Jaccard "
         f"and R recall of the found vs the planted edges (per layer, averaged over layers and seeds); collapsed: "
         f"runs with a layer that keeps no weight.",
