@@ -154,3 +154,4 @@ def test_bench_searches_the_raw_or_the_scaled_planted_network(tmp_path, scaled) 
     assert r["found_test_metric"] == pytest.approx(r["test_metric"], rel=1e-4)
     md = (out / "bench.md").read_text()
     assert ("--scaled" in md) == scaled and ("outputs / scale):" in md) == scaled
+    assert ("`--model planted-scaled`" in md) == scaled
