@@ -25,6 +25,20 @@ def _records(folder):
     return [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
 
 
+def _straight_and_resumed(tmp_path, stop_after, **kw):
+    """Records of an uninterrupted run (``a``) and of one stopped after epoch ``stop_after`` and resumed (``b``)."""
+    run_search(SearchConfig(out=str(tmp_path / "a"), **kw), progress=False)
+
+    def stop(record):
+        if record["epoch"] == stop_after:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_search(SearchConfig(out=str(tmp_path / "b"), **kw), on_epoch=stop, progress=False)
+    run_search(SearchConfig(out=str(tmp_path / "b"), **kw), progress=False)
+    return _records(tmp_path / "a"), _records(tmp_path / "b")
+
+
 def _layer(init="kaiming_normal", density=0.3, seed=3, layer=1, shape=(7, 11), bias=False):
     return MaskedLinear(shape[1], shape[0], density=density, init=init, seed=seed, layer=layer, bias=bias,
                         bias_scores=bias)
@@ -129,17 +143,8 @@ def test_iterand_ticket_holds_generations_and_gives_the_network_back(tmp_path, e
 
 
 def test_iterand_resumes_bit_for_bit(tmp_path):
-    kw = dict(algo="iterand", init="kaiming_normal", rerand_lambda=0.5, **SMALL)
-    run_search(SearchConfig(out=str(tmp_path / "a"), **kw), progress=False)
-
-    def stop(record):
-        if record["epoch"] == 2:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        run_search(SearchConfig(out=str(tmp_path / "b"), **kw), on_epoch=stop, progress=False)
-    run_search(SearchConfig(out=str(tmp_path / "b"), **kw), progress=False)
-    assert [r["mask_sha256"] for r in _records(tmp_path / "a")] == [r["mask_sha256"] for r in _records(tmp_path / "b")]
+    ra, rb = _straight_and_resumed(tmp_path, 2, algo="iterand", init="kaiming_normal", rerand_lambda=0.5, **SMALL)
+    assert [r["mask_sha256"] for r in ra] == [r["mask_sha256"] for r in rb]
     ga, gb = (read_ticket(tmp_path / d / "ticket.safetensors").generations for d in "ab")
     assert all(torch.equal(x, y) for x, y in zip(ga, gb))
 
@@ -200,17 +205,7 @@ def test_supermask_search_keeps_at_most_ceil_density_n_and_logs_sampled_accuracy
 
 
 def test_supermask_resumes_bit_for_bit(tmp_path):
-    kw = dict(algo="supermask", lr=50.0, **SMALL)
-    run_search(SearchConfig(out=str(tmp_path / "a"), **kw), progress=False)
-
-    def stop(record):
-        if record["epoch"] == 3:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        run_search(SearchConfig(out=str(tmp_path / "b"), **kw), on_epoch=stop, progress=False)
-    run_search(SearchConfig(out=str(tmp_path / "b"), **kw), progress=False)
-    ra, rb = _records(tmp_path / "a"), _records(tmp_path / "b")
+    ra, rb = _straight_and_resumed(tmp_path, 3, algo="supermask", lr=50.0, **SMALL)
     assert [(r["mask_sha256"], r["sampled_val_acc"]) for r in ra] == [(r["mask_sha256"], r["sampled_val_acc"])
                                                                       for r in rb]
 
@@ -290,17 +285,8 @@ def test_gem_miner_penalty_is_the_gradient_of_lambda_p_squared():
 
 
 def test_gem_miner_resumes_bit_for_bit(tmp_path):
-    kw = dict(algo="gem-miner", density=0.2, **SMALL)
-    run_search(SearchConfig(out=str(tmp_path / "a"), **kw), progress=False)
-
-    def stop(record):
-        if record["epoch"] == 2:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        run_search(SearchConfig(out=str(tmp_path / "b"), **kw), on_epoch=stop, progress=False)
-    run_search(SearchConfig(out=str(tmp_path / "b"), **kw), progress=False)
-    assert [r["mask_sha256"] for r in _records(tmp_path / "a")] == [r["mask_sha256"] for r in _records(tmp_path / "b")]
+    ra, rb = _straight_and_resumed(tmp_path, 2, algo="gem-miner", density=0.2, **SMALL)
+    assert [r["mask_sha256"] for r in ra] == [r["mask_sha256"] for r in rb]
 
 
 # ----------------------------------------------------------------------------------------------- shared
