@@ -340,3 +340,9 @@ def test_biprop_and_iterand_tickets_export_to_the_weights_they_compute_with(tmp_
         torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6, msg=fmt)
     with pytest.raises(ExportError, match="packed export regenerates the seeded weights"):
         export(ticket, tmp_path / "t.packed", "packed")
+
+
+def test_a_collapsed_supermask_run_says_to_raise_the_learning_rate(tmp_path):
+    with pytest.warns(RuntimeWarning, match=r"collapsed masked layer.*raise --lr \(Zhou et al. use 100, got 0.2\)"):
+        summary = run_search(SearchConfig(out=str(tmp_path), algo="supermask", density=0.1, **SMALL), progress=False)
+    assert summary["collapsed_layers"] and summary["kept_weights"] == 0

@@ -280,8 +280,11 @@ def _finish(cfg: SearchConfig, model: torch.nn.Module, layers: list[MaskedLayer]
     m = metric_key(test.task)
     collapsed = methods.collapsed_layers(layers)
     if collapsed:
+        hint = ("; supermask's scores start at logit(density) and move by lr·σ'(S) ≤ lr/4: raise --lr (Zhou et al. "
+                f"use 100, got {cfg.lr:g})" if cfg.algo == "supermask" else "")
         warnings.warn(f"{cfg.algo} at density {cfg.density:g} collapsed masked layer(s) {collapsed}: they keep no "
-                      f"weight, so the network's output no longer depends on its input", RuntimeWarning, stacklevel=2)
+                      f"weight, so the network's output no longer depends on its input{hint}", RuntimeWarning,
+                      stacklevel=2)
     summary = {
         f"test_{m}": test_metric,
         "test_loss": test_loss,
