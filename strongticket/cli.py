@@ -145,6 +145,13 @@ def _report(ns: argparse.Namespace) -> int:
     return 0
 
 
+def _bench(ns: argparse.Namespace) -> int:
+    import importlib
+
+    importlib.import_module(f"strongticket.bench.{ns.what}").main(list(ns.options))
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     from .config import add_config_arguments
 
@@ -187,6 +194,14 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run folders")
     rep.add_argument("--out", default="report", help="folder for report.md and the plots (default: report)")
     rep.set_defaults(run=_report)
+    bench = sub.add_parser("bench", help="kernel and selection benchmarks (side by side with the baseline)",
+                           description="kernels: fused Triton edge-popup kernels vs the original way and the "
+                                       "PyTorch reference (GPU; --cpu-smoke on the CPU); topk: radix select vs the "
+                                       "original full sort (CPU). Options after the name go to the benchmark "
+                                       "(strongticket bench kernels --help).")
+    bench.add_argument("what", choices=("kernels", "topk"), help="which benchmark")
+    bench.add_argument("options", nargs=argparse.REMAINDER, help="the benchmark's own options")
+    bench.set_defaults(run=_bench)
     from .planted.cli import add_plant_parser
     from .theory.cli import add_theory_parser
 

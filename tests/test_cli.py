@@ -151,3 +151,17 @@ def test_plant_command_prints_exact_planted_counts(capsys):
     assert "total  :      2 /    200  density 0.0100" in out
     assert main(["plant", "--task", "spiral"]) == 2
     assert "task must be one of circle, relu, helix, got 'spiral'" in capsys.readouterr().err
+
+
+def test_bench_topk_runs_and_reports_identical_masks(capsys):
+    code, out, _ = _run(capsys, "bench", "topk", "--sizes", "10", "--densities", "0.3", "--repeats", "1")
+    assert code == 0
+    row = next(line for line in out.splitlines() if line.startswith("| 2^10 |"))
+    assert "| 0.3 | 308 |" in row and "True" in row  # ⌈0.3 · 1024⌉ kept, same mask as the definition
+
+
+def test_bench_names_the_benchmarks_it_has(capsys):
+    with pytest.raises(SystemExit):
+        main(["bench", "nope"])
+    err = capsys.readouterr().err
+    assert "invalid choice: 'nope'" in err and "kernels" in err and "topk" in err
