@@ -42,7 +42,6 @@ __all__ = [
     "WEIGHTS",
     "ScoreRule",
     "binary_alpha",
-    "binary_weight",
     "MaskedLayer",
     "MaskedLinear",
     "MaskedConv2d",
@@ -123,11 +122,6 @@ def binary_alpha(weight: Tensor, mask: Tensor) -> Tensor:
     magnitudes are equal, as for signed-constant weights); 0 when nothing is kept."""
     kept = mask.sum().clamp(min=1)
     return ((weight.abs() * mask).double().sum() / kept).to(weight.dtype)
-
-
-def binary_weight(weight: Tensor, mask: Tensor) -> Tensor:
-    """α·sign(W) ⊙ M (biprop's binary weights), α from :func:`binary_alpha`."""
-    return binary_alpha(weight, mask) * torch.sign(weight) * mask
 
 
 class MaskedLayer(nn.Module):
@@ -343,8 +337,7 @@ class MaskedLayer(nn.Module):
     def baked_weight(self) -> Tensor:
         """The weight the layer computes with, W ⊙ M (α·sign(W) ⊙ M for binary weights), as a plain tensor."""
         mask = self.mask
-        w = self.current_weight.to(mask.device)
-        return binary_weight(w, mask) if self.binary else w * mask
+        return self.unmasked_weight().to(mask.device) * mask
 
     def effective_weight(self) -> Tensor:
         """:meth:`baked_weight`, differentiable in the scores while they train: edge-popup's straight-through

@@ -290,16 +290,22 @@ class BernoulliRule(ScoreRule):
         return top_positive([layer.bias_scores], layer.bias_k)[0]
 
 
-@torch.no_grad()
 def top_positive(scores: list[Tensor], k: int) -> list[Tensor]:
     """Masks of the (at most) ``k`` largest positive entries over ``scores`` together (σ(S) > 1/2 ⇔ S > 0),
     ties broken by position (list order, then flat index)."""
+    return _top_eligible(scores, [s.detach() > 0 for s in scores], k, magnitude=False)
+
+
+@torch.no_grad()
+def _top_eligible(scores: list[Tensor], eligible: list[Tensor], k: int, *, magnitude: bool) -> list[Tensor]:
+    """Masks of the (at most) ``k`` eligible entries of largest score (|score| with ``magnitude``) over ``scores``
+    together; never an ineligible one; ties by position (list order, then flat index), exact in float64."""
     flat = torch.cat([s.detach().reshape(-1) for s in scores])
-    key = torch.where(flat > 0, flat.double(), -math.inf)
-    order = torch.sort(key, descending=True, stable=True).indices[:k]
-    keep = torch.zeros_like(flat, dtype=torch.bool)
-    keep[order] = True
-    keep &= flat > 0
+    ok = torch.cat([e.reshape(-1) for e in eligible])
+    key = torch.where(ok, (flat.abs() if magnitude else flat).double(), -math.inf)
+    keep = torch.zeros_like(ok)
+    keep[torch.sort(key, descending=True, stable=True).indices[:k]] = True
+    keep &= ok
     return [part.view(s.shape) for part, s in zip(keep.split([s.numel() for s in scores]), scores)]
 
 
@@ -413,14 +419,7 @@ class ThresholdRule(ScoreRule):
 def keep_active(scores: list[Tensor], active: list[Tensor], k: int) -> list[Tensor]:
     """The ``k`` active entries of largest |score| over ``scores`` together (fewer if fewer are active), ties by
     position (list order, then flat index)."""
-    flat = torch.cat([s.detach().reshape(-1) for s in scores])
-    alive = torch.cat([a.reshape(-1) for a in active])
-    key = torch.where(alive, flat.abs().double(), -math.inf)
-    order = torch.sort(key, descending=True, stable=True).indices[:k]
-    keep = torch.zeros_like(alive)
-    keep[order] = True
-    keep &= alive
-    return [part.view(s.shape) for part, s in zip(keep.split([s.numel() for s in scores]), scores)]
+    return _top_eligible(scores, active, k, magnitude=True)
 
 
 class PruneAtInit(Method):
