@@ -112,7 +112,7 @@ def test_theory_commands_are_wired_and_eval_reads_theory_tickets(tmp_path, capsy
 
 
 def test_conv2_runs_on_digits_from_the_cli(tmp_path, capsys):
-    code = main(["search", "--model", "conv2", "--width", "0.25", "--widths", "32", "--epochs", "2",
+    code = main(["search", "--model", "conv2", "--width", "0.25", "--widths", "32", "--epochs", "4",
                  "--out", str(tmp_path)])
     out = capsys.readouterr().out
     assert code == 0 and "conv2 [32] ×0.25" in out
