@@ -19,11 +19,13 @@ import triton
 import triton.language as tl
 
 from .masked_linear import _FLOATS, _mask_source, _mask_tile
+from .tiles import launch
 
 __all__ = ["mask_apply", "score_grad"]
 
 
 # weight: (R, C) fp32/bf16; mask source (see masked_linear); out: (R, C) of the requested dtype.
+# 1-D grid over (row tile, column tile), column tiles fastest (a 2-D grid caps the column tiles at 65535).
 @triton.jit
 def _mask_apply_kernel(
     w_ptr, s_ptr, thr_ptr, m_ptr, bits_ptr, out_ptr,
@@ -33,13 +35,15 @@ def _mask_apply_kernel(
     BLOCK_R: tl.constexpr,
     BLOCK_C: tl.constexpr,
 ):
-    rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
-    cols = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    col_tiles = tl.cdiv(C, BLOCK_C)
+    rows = (tl.program_id(0) // col_tiles) * BLOCK_R + tl.arange(0, BLOCK_R)
+    cols = (tl.program_id(0) % col_tiles) * BLOCK_C + tl.arange(0, BLOCK_C)
+    r64 = rows.to(tl.int64)  # row × stride reaches 2^31 on large weights: 64-bit addresses
     ok = (rows[:, None] < R) & (cols[None, :] < C)
-    w = tl.load(w_ptr + rows[:, None] * stride_wr + cols[None, :], mask=ok, other=0.0)
+    w = tl.load(w_ptr + r64[:, None] * stride_wr + cols[None, :], mask=ok, other=0.0)
     keep = _mask_tile(rows[:, None], cols[None, :], R, C, s_ptr, stride_sr, thr_ptr, m_ptr, stride_mr,
                       bits_ptr, stride_br, MASK_MODE)
-    tl.store(out_ptr + rows[:, None] * stride_or + cols[None, :],
+    tl.store(out_ptr + r64[:, None] * stride_or + cols[None, :],
              tl.where(keep, w, 0.0).to(out_ptr.dtype.element_ty), mask=ok)
 
 
@@ -109,11 +113,10 @@ def mask_apply(
     mode, s, stride_sr, thr, mk, stride_mr, bits, stride_br = _mask_source(w2, mask, scores, threshold)
     out = torch.empty((rows, cols), dtype=dtype, device=weight.device)
     if out.numel():
-        grid = (triton.cdiv(rows, block_r), triton.cdiv(cols, block_c))
-        _mask_apply_kernel[grid](
-            w2, s, thr, mk, bits, out, rows, cols, w2.stride(0), stride_sr, stride_mr, stride_br, out.stride(0),
-            MASK_MODE=mode, BLOCK_R=block_r, BLOCK_C=block_c,
-        )
+        grid = (triton.cdiv(rows, block_r) * triton.cdiv(cols, block_c),)
+        launch(_mask_apply_kernel, grid, weight.device,
+               w2, s, thr, mk, bits, out, rows, cols, w2.stride(0), stride_sr, stride_mr, stride_br, out.stride(0),
+               MASK_MODE=mode, BLOCK_R=block_r, BLOCK_C=block_c)
     return out.view(weight.shape)
 
 
@@ -151,9 +154,8 @@ def score_grad(
     n = scores.numel()
     if n:
         buf = scores if momentum_buffer is None else momentum_buffer
-        _score_grad_kernel[(triton.cdiv(n, block),)](
-            grad_weight, weight, scores, scores if ds is None else ds, buf, n,
-            float(lr or 0.0), float(momentum), float(weight_decay),
-            WRITE_GRAD=write_grad, SGD=sgd, HAS_BUF=momentum_buffer is not None, BLOCK=block,
-        )
+        launch(_score_grad_kernel, (triton.cdiv(n, block),), scores.device,
+               grad_weight, weight, scores, scores if ds is None else ds, buf, n,
+               float(lr or 0.0), float(momentum), float(weight_decay),
+               WRITE_GRAD=write_grad, SGD=sgd, HAS_BUF=momentum_buffer is not None, BLOCK=block)
     return ds

@@ -29,7 +29,6 @@ Prior art: Triton tutorial 03 (blocked matmul), stk/MegaBlocks (kernels → ops 
 
 from __future__ import annotations
 
-import os
 from typing import NamedTuple
 
 import torch
@@ -37,6 +36,17 @@ import triton
 import triton.language as tl
 
 from .packed_gemm import _philox_sign_tile
+from .tiles import (
+    INPUT_PRECISIONS,
+    Tiles,
+    device_arch,
+    device_sms,
+    dot_class,
+    gemm_tiles,
+    interpreting,
+    launch,
+    resolve_precision,
+)
 
 __all__ = [
     "INPUT_PRECISIONS",
@@ -45,7 +55,6 @@ __all__ = [
     "masked_linear_dscores",
 ]
 
-INPUT_PRECISIONS = ("ieee", "tf32", "tf32x3")
 _MODE_THRESHOLD, _MODE_BITS, _MODE_BOOL = 0, 1, 2
 
 
@@ -61,17 +70,18 @@ def _mask_tile(
     MODE: tl.constexpr,
 ):
     ok = (rows < R) & (cols < C)
+    r64 = rows.to(tl.int64)  # row × stride reaches 2^31 on large layers: 64-bit addresses
     if MODE == 0:
-        s = tl.load(s_ptr + rows * stride_sr + cols, mask=ok, other=0.0)
+        s = tl.load(s_ptr + r64 * stride_sr + cols, mask=ok, other=0.0)
         bits = s.to(tl.int32, bitcast=True) & 0x7FFFFFFF
         tau = tl.load(thr_ptr).to(tl.int32)
         cut = tl.load(thr_ptr + 1)
-        keep = (bits > tau) | ((bits == tau) & (rows.to(tl.int64) * C + cols <= cut))
+        keep = (bits > tau) | ((bits == tau) & (r64 * C + cols <= cut))
     elif MODE == 1:
-        word = tl.load(b_ptr + rows * stride_br + (cols >> 5), mask=ok, other=0)
+        word = tl.load(b_ptr + r64 * stride_br + (cols >> 5), mask=ok, other=0)
         keep = ((word >> (cols & 31)) & 1) != 0  # shift < 32: a shift >= 32 is poison on the GPU
     else:
-        keep = tl.load(m_ptr + rows * stride_mr + cols, mask=ok, other=0) != 0
+        keep = tl.load(m_ptr + r64 * stride_mr + cols, mask=ok, other=0) != 0
     return keep & ok
 
 
@@ -114,17 +124,19 @@ def _forward_kernel(
     pid_n = pid // num_m
     rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    rn64, rm64 = rn.to(tl.int64), rm.to(tl.int64)  # index × stride reaches 2^31 on large layers and batches
     acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
     for k0 in range(0, K, BLOCK_K):
         rk = k0 + tl.arange(0, BLOCK_K)
+        rk64 = rk.to(tl.int64)
         if SEEDED:
             w = _weight_tile(seed, scale, rn, k0, N, cpr, W_BF16, BLOCK_N, BLOCK_K)
         else:
             w_ok = (rn[:, None] < N) & (rk[None, :] < K)
-            w = tl.load(w_ptr + rn[:, None] * stride_wn + rk[None, :] * stride_wk, mask=w_ok, other=0.0)
+            w = tl.load(w_ptr + rn64[:, None] * stride_wn + rk64[None, :] * stride_wk, mask=w_ok, other=0.0)
         keep = _mask_tile(rn[:, None], rk[None, :], N, K, s_ptr, stride_sn, thr_ptr, m_ptr, stride_mn,
                           bits_ptr, stride_bn, MASK_MODE)
-        xt = tl.load(x_ptr + rk[:, None] * stride_xk + rm[None, :] * stride_xm,
+        xt = tl.load(x_ptr + rk64[:, None] * stride_xk + rm64[None, :] * stride_xm,
                      mask=(rk[:, None] < K) & (rm[None, :] < M), other=0.0)  # [BLOCK_K, BLOCK_M]
         wm = tl.where(keep, w, 0.0).to(x_ptr.dtype.element_ty)
         if UPCAST:
@@ -136,11 +148,11 @@ def _forward_kernel(
                 packed = tl.reshape(keep.to(tl.int32), (BLOCK_N, BLOCK_K // 32, 32)) << tl.arange(0, 32)[None, None, :]
                 words = tl.sum(packed, axis=2)  # distinct powers of two: the sum is the bitwise or
                 rw = k0 // 32 + tl.arange(0, BLOCK_K // 32)
-                tl.store(bits_out_ptr + rn[:, None] * stride_on + rw[None, :], words,
+                tl.store(bits_out_ptr + rn64[:, None] * stride_on + rw[None, :], words,
                          mask=(rn[:, None] < N) & (rw[None, :] < n_words))
     if HAS_BIAS:
         acc += tl.load(bias_ptr + rn, mask=rn < N, other=0.0).to(tl.float32)[:, None]
-    tl.store(y_ptr + rm[None, :] * stride_ym + rn[:, None] * stride_yn, acc.to(y_ptr.dtype.element_ty),
+    tl.store(y_ptr + rm64[None, :] * stride_ym + rn64[:, None] * stride_yn, acc.to(y_ptr.dtype.element_ty),
              mask=(rm[None, :] < M) & (rn[:, None] < N))
 
 
@@ -168,24 +180,26 @@ def _dx_kernel(
     k0 = pid_k * BLOCK_K
     rk = k0 + tl.arange(0, BLOCK_K)
     rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    rk64, rm64 = rk.to(tl.int64), rm.to(tl.int64)  # index × stride reaches 2^31 on large layers and batches
     acc = tl.zeros((BLOCK_K, BLOCK_M), dtype=tl.float32)
     for n0 in range(0, N, BLOCK_N):
         rn = n0 + tl.arange(0, BLOCK_N)
+        rn64 = rn.to(tl.int64)
         if SEEDED:
             wt = tl.trans(_weight_tile(seed, scale, rn, k0, N, cpr, W_BF16, BLOCK_N, BLOCK_K))  # [BLOCK_K, BLOCK_N]
         else:
             w_ok = (rk[:, None] < K) & (rn[None, :] < N)
-            wt = tl.load(w_ptr + rn[None, :] * stride_wn + rk[:, None] * stride_wk, mask=w_ok, other=0.0)
+            wt = tl.load(w_ptr + rn64[None, :] * stride_wn + rk64[:, None] * stride_wk, mask=w_ok, other=0.0)
         keep = _mask_tile(rn[None, :], rk[:, None], N, K, s_ptr, stride_sn, thr_ptr, m_ptr, stride_mn,
                           bits_ptr, stride_bn, MASK_MODE)  # [BLOCK_K, BLOCK_N]
-        dyt = tl.load(dy_ptr + rn[:, None] * stride_dyn + rm[None, :] * stride_dym,
+        dyt = tl.load(dy_ptr + rn64[:, None] * stride_dyn + rm64[None, :] * stride_dym,
                       mask=(rn[:, None] < N) & (rm[None, :] < M), other=0.0)  # [BLOCK_N, BLOCK_M]
         wm = tl.where(keep, wt, 0.0).to(dy_ptr.dtype.element_ty)
         if UPCAST:
             acc = tl.dot(wm.to(tl.float32), dyt.to(tl.float32), acc, input_precision=INPUT_PRECISION)
         else:
             acc = tl.dot(wm, dyt, acc, input_precision=INPUT_PRECISION)
-    tl.store(dx_ptr + rm[None, :] * stride_dxm + rk[:, None] * stride_dxk, acc.to(dx_ptr.dtype.element_ty),
+    tl.store(dx_ptr + rm64[None, :] * stride_dxm + rk64[:, None] * stride_dxk, acc.to(dx_ptr.dtype.element_ty),
              mask=(rm[None, :] < M) & (rk[:, None] < K))
 
 
@@ -216,12 +230,14 @@ def _dscores_kernel(
     rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     k0 = pid_k * BLOCK_K
     rk = k0 + tl.arange(0, BLOCK_K)
+    rn64, rk64 = rn.to(tl.int64), rk.to(tl.int64)  # index × stride reaches 2^31 on large layers and batches
     acc = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)
     for m0 in range(0, M, BLOCK_M):
         rm = m0 + tl.arange(0, BLOCK_M)
-        dyt = tl.load(dy_ptr + rn[:, None] * stride_dyn + rm[None, :] * stride_dym,
+        rm64 = rm.to(tl.int64)
+        dyt = tl.load(dy_ptr + rn64[:, None] * stride_dyn + rm64[None, :] * stride_dym,
                       mask=(rn[:, None] < N) & (rm[None, :] < M), other=0.0)  # [BLOCK_N, BLOCK_M]
-        xk = tl.load(x_ptr + rm[:, None] * stride_xm + rk[None, :] * stride_xk,
+        xk = tl.load(x_ptr + rm64[:, None] * stride_xm + rk64[None, :] * stride_xk,
                      mask=(rm[:, None] < M) & (rk[None, :] < K), other=0.0)  # [BLOCK_M, BLOCK_K]
         if UPCAST:
             acc = tl.dot(dyt.to(tl.float32), xk.to(tl.float32), acc, input_precision=INPUT_PRECISION)
@@ -231,41 +247,49 @@ def _dscores_kernel(
     if SEEDED:
         w = _weight_tile(seed, scale, rn, k0, N, cpr, W_BF16, BLOCK_N, BLOCK_K).to(tl.float32)
     else:
-        w = tl.load(w_ptr + rn[:, None] * stride_wn + rk[None, :] * stride_wk, mask=ok, other=0.0).to(tl.float32)
-    s_ptrs = s_ptr + rn[:, None] * stride_sn + rk[None, :]
+        w = tl.load(w_ptr + rn64[:, None] * stride_wn + rk64[None, :] * stride_wk, mask=ok, other=0.0).to(tl.float32)
+    s_ptrs = s_ptr + rn64[:, None] * stride_sn + rk[None, :]
     s = tl.load(s_ptrs, mask=ok, other=0.0)
     sign = tl.where(s > 0, 1.0, tl.where(s < 0, -1.0, 0.0))
     grad = acc * w * sign
     if WRITE_GRAD:
-        tl.store(ds_ptr + rn[:, None] * stride_dsn + rk[None, :], grad, mask=ok)
+        tl.store(ds_ptr + rn64[:, None] * stride_dsn + rk[None, :], grad, mask=ok)
     if SGD:
         d_p = grad + weight_decay * s
         if HAS_BUF:
-            buf_ptrs = buf_ptr + rn[:, None] * stride_bufn + rk[None, :]
+            buf_ptrs = buf_ptr + rn64[:, None] * stride_bufn + rk[None, :]
             d_p = momentum * tl.load(buf_ptrs, mask=ok, other=0.0) + d_p
             tl.store(buf_ptrs, d_p, mask=ok)
         tl.store(s_ptrs, s - lr * d_p, mask=ok)
 
 
-def _interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET") == "1"
-
-
 def _upcast(*dtypes: torch.dtype) -> bool:
-    return _interpreting() and torch.bfloat16 in dtypes
+    return interpreting() and torch.bfloat16 in dtypes
 
 
-def _check_tiles(write_bits: bool = False, **tiles: int) -> None:
-    for name, value in tiles.items():
+def _check_tiles(t: Tiles, write_bits: bool = False, seeded: bool = False) -> None:
+    for name in ("block_n", "block_m", "block_k"):
+        value = getattr(t, name)
         if isinstance(value, bool) or not isinstance(value, int) or value < 16 or value & (value - 1):
             raise ValueError(f"{name} must be a power of two >= 16 (GPU tl.dot minimum), got {value!r}")
-    if write_bits and tiles["block_k"] < 32:
-        raise ValueError(f"block_k must be >= 32 to pack 32-bit mask words, got {tiles['block_k']}")
+    for name in ("num_warps", "num_stages"):
+        value = getattr(t, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    if write_bits and t.block_k < 32:
+        raise ValueError(f"block_k must be >= 32 to pack 32-bit mask words, got {t.block_k}")
+    if seeded and t.block_k < 32:
+        raise ValueError(f"block_k must be >= 32 (one Philox word per 32 weights), got {t.block_k}")
 
 
-def _check_precision(input_precision: str) -> None:
-    if input_precision not in INPUT_PRECISIONS:
-        raise ValueError(f"input_precision must be one of {', '.join(INPUT_PRECISIONS)}, got {input_precision!r}")
+def _tiles(kernel: str, device: torch.device, dot_dtype: torch.dtype, input_precision: str | None, batch: int,
+           out: int, given: dict[str, int | None], w: _Weight, write_bits: bool = False) -> tuple[Tiles, str]:
+    """The dispatch's configuration for this launch (the fields the caller gave replace its own) and the dot
+    precision; 16-bit dots ignore the precision, so they all compile as one ("tf32")."""
+    dot = dot_class(dot_dtype, resolve_precision(input_precision))
+    t = gemm_tiles(kernel, device_arch(device), dot, batch, out, device_sms(device)).replace(**given)
+    _check_tiles(t, write_bits, w.seeded)
+    return t, "tf32" if dot == "16bit" else dot
 
 
 def _check_2d(name: str, t: torch.Tensor, shape: tuple[int, int] | None, dtypes: tuple[torch.dtype, ...]) -> None:
@@ -357,6 +381,18 @@ def _seeded_args(w: _Weight) -> tuple:
     return w.seed, w.cpr, w.scale
 
 
+def _given(block_n, block_m, block_k, num_warps, num_stages) -> dict[str, int | None]:
+    """A launcher's tile arguments (None: the dispatch's choice)."""
+    return dict(block_n=block_n, block_m=block_m, block_k=block_k, num_warps=num_warps, num_stages=num_stages)
+
+
+def _gemm_kwargs(t: Tiles, w: _Weight, upcast: bool, precision: str) -> dict:
+    """The constexprs and launch options every GEMM launch shares."""
+    return dict(SEEDED=w.seeded, W_BF16=w.seeded and w.dtype == torch.bfloat16, UPCAST=upcast,
+                INPUT_PRECISION=precision, BLOCK_N=t.block_n, BLOCK_M=t.block_m, BLOCK_K=t.block_k,
+                num_warps=t.num_warps, num_stages=t.num_stages)
+
+
 def masked_linear_forward(
     x: torch.Tensor,
     weight: torch.Tensor,
@@ -366,30 +402,29 @@ def masked_linear_forward(
     threshold: torch.Tensor | None = None,
     bias: torch.Tensor | None = None,
     write_bits: bool = False,
-    input_precision: str = "ieee",
-    block_n: int = 128,
-    block_m: int = 64,
-    block_k: int = 64,
-    num_warps: int = 4,
-    num_stages: int = 3,
+    input_precision: str | None = None,
+    block_n: int | None = None,
+    block_m: int | None = None,
+    block_k: int | None = None,
+    num_warps: int | None = None,
+    num_stages: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """y = x (W ⊙ M)ᵀ (+ bias) for x (M, K); returns (y (M, N) in x.dtype, bit-packed mask or None).
 
     The mask comes from ``mask`` (bool (N, K) or int32 words (N, ⌈K/32⌉)) or from ``scores`` + ``threshold``.
+    ``input_precision`` None: ``tiles.DEFAULT_PRECISION`` for fp32 dots; tiles None: ``tiles.gemm_tiles``.
     """
     _check_2d("x", x, None, _FLOATS)
     _check_2d("weight", weight, (weight.shape[0], x.shape[1]), _FLOATS)
-    _check_tiles(write_bits, block_n=block_n, block_m=block_m, block_k=block_k)
-    _check_precision(input_precision)
     return _forward(x, _stored(weight), mask, scores, threshold, bias, write_bits, input_precision,
-                    block_n, block_m, block_k, num_warps, num_stages)
+                    _given(block_n, block_m, block_k, num_warps, num_stages))
 
 
-def _forward(x: torch.Tensor, w: _Weight, mask, scores, threshold, bias, write_bits: bool, input_precision: str,
-             block_n: int, block_m: int, block_k: int, num_warps: int, num_stages: int,
-             ) -> tuple[torch.Tensor, torch.Tensor | None]:
+def _forward(x: torch.Tensor, w: _Weight, mask, scores, threshold, bias, write_bits: bool,
+             input_precision: str | None, given: dict) -> tuple[torch.Tensor, torch.Tensor | None]:
     m_rows, k = x.shape
     n = w.shape.shape[0]
+    t, precision = _tiles("forward", x.device, x.dtype, input_precision, m_rows, n, given, w, write_bits)
     mode, s, stride_sn, thr, mk, stride_mn, bits, stride_bn = _mask_source(w.shape, mask, scores, threshold)
     if bias is not None and (bias.shape != (n,) or bias.dtype not in _FLOATS):
         raise ValueError(f"bias must have shape ({n},) and a float32/bfloat16 dtype, got {tuple(bias.shape)} "
@@ -398,17 +433,16 @@ def _forward(x: torch.Tensor, w: _Weight, mask, scores, threshold, bias, write_b
     n_words = triton.cdiv(k, 32)
     bits_out = torch.empty((n, n_words), dtype=torch.int32, device=x.device) if write_bits else None
     if y.numel():
-        grid = (triton.cdiv(m_rows, block_m) * triton.cdiv(n, block_n),)
-        _forward_kernel[grid](
+        grid = (triton.cdiv(m_rows, t.block_m) * triton.cdiv(n, t.block_n),)
+        launch(
+            _forward_kernel, grid, x.device,
             x, w.ptr, s, thr, mk, bits, w.ptr if bias is None else bias, y,
             w.ptr if bits_out is None else bits_out,
             m_rows, n, k, n_words, *_seeded_args(w),
             x.stride(0), x.stride(1), w.stride_n, w.stride_k, stride_sn, stride_mn, stride_bn,
             y.stride(0), y.stride(1), n_words,
-            MASK_MODE=mode, HAS_BIAS=bias is not None, WRITE_BITS=write_bits, SEEDED=w.seeded,
-            W_BF16=w.seeded and w.dtype == torch.bfloat16, UPCAST=_upcast(x.dtype, w.dtype),
-            INPUT_PRECISION=input_precision,
-            BLOCK_N=block_n, BLOCK_M=block_m, BLOCK_K=block_k, num_warps=num_warps, num_stages=num_stages,
+            MASK_MODE=mode, HAS_BIAS=bias is not None, WRITE_BITS=write_bits,
+            **_gemm_kwargs(t, w, _upcast(x.dtype, w.dtype), precision),
         )
     elif write_bits and m_rows == 0:
         raise ValueError("write_bits needs a batch of at least one row (the pid_m == 0 CTAs write the bits)")
@@ -422,37 +456,35 @@ def masked_linear_dx(
     mask: torch.Tensor | None = None,
     scores: torch.Tensor | None = None,
     threshold: torch.Tensor | None = None,
-    input_precision: str = "ieee",
-    block_k: int = 128,
-    block_m: int = 64,
-    block_n: int = 64,
-    num_warps: int = 4,
-    num_stages: int = 3,
+    input_precision: str | None = None,
+    block_k: int | None = None,
+    block_m: int | None = None,
+    block_n: int | None = None,
+    num_warps: int | None = None,
+    num_stages: int | None = None,
 ) -> torch.Tensor:
     """dx = dy (W ⊙ M) for dy (M, N): (M, K) in dy.dtype; mask sources as in :func:`masked_linear_forward`."""
     _check_2d("dy", dy, None, _FLOATS)
     _check_2d("weight", weight, (dy.shape[1], weight.shape[1]), _FLOATS)
-    _check_tiles(block_k=block_k, block_m=block_m, block_n=block_n)
-    _check_precision(input_precision)
-    return _dx(dy, _stored(weight), mask, scores, threshold, input_precision, block_k, block_m, block_n,
-               num_warps, num_stages)
+    return _dx(dy, _stored(weight), mask, scores, threshold, input_precision,
+               _given(block_n, block_m, block_k, num_warps, num_stages))
 
 
-def _dx(dy: torch.Tensor, w: _Weight, mask, scores, threshold, input_precision: str, block_k: int, block_m: int,
-        block_n: int, num_warps: int, num_stages: int) -> torch.Tensor:
+def _dx(dy: torch.Tensor, w: _Weight, mask, scores, threshold, input_precision: str | None,
+        given: dict) -> torch.Tensor:
     m_rows, n = dy.shape
     k = w.shape.shape[1]
+    t, precision = _tiles("dx", dy.device, dy.dtype, input_precision, m_rows, k, given, w)
     mode, s, stride_sn, thr, mk, stride_mn, bits, stride_bn = _mask_source(w.shape, mask, scores, threshold)
     dx = torch.empty((m_rows, k), dtype=dy.dtype, device=dy.device)
     if dx.numel():
-        grid = (triton.cdiv(m_rows, block_m) * triton.cdiv(k, block_k),)
-        _dx_kernel[grid](
+        grid = (triton.cdiv(m_rows, t.block_m) * triton.cdiv(k, t.block_k),)
+        launch(
+            _dx_kernel, grid, dy.device,
             dy, w.ptr, s, thr, mk, bits, dx, m_rows, n, k, *_seeded_args(w),
             dy.stride(0), dy.stride(1), w.stride_n, w.stride_k, stride_sn, stride_mn, stride_bn,
             dx.stride(0), dx.stride(1),
-            MASK_MODE=mode, SEEDED=w.seeded, W_BF16=w.seeded and w.dtype == torch.bfloat16,
-            UPCAST=_upcast(dy.dtype, w.dtype), INPUT_PRECISION=input_precision,
-            BLOCK_K=block_k, BLOCK_M=block_m, BLOCK_N=block_n, num_warps=num_warps, num_stages=num_stages,
+            MASK_MODE=mode, **_gemm_kwargs(t, w, _upcast(dy.dtype, w.dtype), precision),
         )
     return dx
 
@@ -468,12 +500,12 @@ def masked_linear_dscores(
     momentum_buffer: torch.Tensor | None = None,
     momentum: float = 0.0,
     weight_decay: float = 0.0,
-    input_precision: str = "ieee",
-    block_n: int = 64,
-    block_k: int = 64,
-    block_m: int = 64,
-    num_warps: int = 4,
-    num_stages: int = 3,
+    input_precision: str | None = None,
+    block_n: int | None = None,
+    block_k: int | None = None,
+    block_m: int | None = None,
+    num_warps: int | None = None,
+    num_stages: int | None = None,
 ) -> torch.Tensor | None:
     """dS = (dyᵀ x) ⊙ W ⊙ sign(S) (N, K) fp32, with dyᵀx only in registers.
 
@@ -488,29 +520,27 @@ def masked_linear_dscores(
     _check_2d("scores", scores, (n, k), (torch.float32,))
     if scores.stride(1) != 1:
         raise ValueError(f"scores must be contiguous along K, got strides {scores.stride()}")
-    _check_tiles(block_n=block_n, block_k=block_k, block_m=block_m)
-    _check_precision(input_precision)
     return _dscores(dy, x, _stored(weight), scores, write_grad, lr, momentum_buffer, momentum, weight_decay,
-                    input_precision, block_n, block_k, block_m, num_warps, num_stages)
+                    input_precision,
+                    _given(block_n, block_m, block_k, num_warps, num_stages))
 
 
 def _dscores(dy: torch.Tensor, x: torch.Tensor, w: _Weight, scores: torch.Tensor, write_grad: bool, lr, momentum_buffer,
-             momentum: float, weight_decay: float, input_precision: str, block_n: int, block_k: int, block_m: int,
-             num_warps: int, num_stages: int) -> torch.Tensor | None:
+             momentum: float, weight_decay: float, input_precision: str | None, given: dict) -> torch.Tensor | None:
     n, k = dy.shape[1], x.shape[1]
+    t, precision = _tiles("dscores", dy.device, dy.dtype, input_precision, dy.shape[0], n, given, w)
     sgd = _check_sgd(n, k, write_grad, lr, momentum_buffer, momentum, weight_decay)
     ds = torch.empty((n, k), dtype=torch.float32, device=dy.device) if write_grad else None
     buf = momentum_buffer if momentum_buffer is not None else scores
     if n * k:
-        grid = (triton.cdiv(n, block_n) * triton.cdiv(k, block_k),)
-        _dscores_kernel[grid](
+        grid = (triton.cdiv(n, t.block_n) * triton.cdiv(k, t.block_k),)
+        launch(
+            _dscores_kernel, grid, dy.device,
             dy, x, w.ptr, scores, scores if ds is None else ds, buf, dy.shape[0], n, k, *_seeded_args(w),
             float(lr or 0.0), float(momentum), float(weight_decay),
             dy.stride(0), dy.stride(1), x.stride(0), x.stride(1), w.stride_n, w.stride_k,
             scores.stride(0), 0 if ds is None else ds.stride(0), buf.stride(0),
-            WRITE_GRAD=write_grad, SGD=sgd, HAS_BUF=momentum_buffer is not None, SEEDED=w.seeded,
-            W_BF16=w.seeded and w.dtype == torch.bfloat16, UPCAST=_upcast(dy.dtype, x.dtype),
-            INPUT_PRECISION=input_precision,
-            BLOCK_N=block_n, BLOCK_K=block_k, BLOCK_M=block_m, num_warps=num_warps, num_stages=num_stages,
+            WRITE_GRAD=write_grad, SGD=sgd, HAS_BUF=momentum_buffer is not None,
+            **_gemm_kwargs(t, w, _upcast(dy.dtype, x.dtype), precision),
         )
     return ds

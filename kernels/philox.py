@@ -19,6 +19,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .tiles import launch
+
 __all__ = ["philox_words", "sign_bits"]
 
 _MAX_COUNTERS = 2**31
@@ -35,7 +37,7 @@ def _philox_words_kernel(
     n,  # number of counters N
     BLOCK: tl.constexpr,
 ):
-    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)  # offs · 4 may pass 2^31
     in_range = offs < n
     counters = tl.load(counters_ptr + offs, mask=in_range, other=0)
     w0, w1, w2, w3 = tl.randint4x(seed, counters)  # uint32 each
@@ -46,7 +48,8 @@ def _philox_words_kernel(
     tl.store(out_ptr + offs * 4 + 3, w3.to(tl.int32, bitcast=True), mask=in_range)
 
 
-# out: (rows, cols) int8, 1 = negative; grid (cdiv(rows, BLOCK_R), cdiv(cols, BLOCK_C)); BLOCK_C % 128 == 0.
+# out: (rows, cols) int8, 1 = negative; 1-D grid over (row tile, column tile), column tiles fastest;
+# BLOCK_C % 128 == 0.
 @triton.jit
 def _sign_bits_kernel(
     out_ptr,  # *int8, (rows, cols)
@@ -59,8 +62,10 @@ def _sign_bits_kernel(
     BLOCK_C: tl.constexpr,
 ):
     GROUPS: tl.constexpr = BLOCK_C // 128  # Philox calls per row of the tile
-    row = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)  # [BLOCK_R]
-    group = tl.program_id(1) * GROUPS + tl.arange(0, GROUPS)  # [GROUPS]
+    col_tiles = tl.cdiv(cols, BLOCK_C)
+    pid_r, pid_c = tl.program_id(0) // col_tiles, tl.program_id(0) % col_tiles
+    row = pid_r * BLOCK_R + tl.arange(0, BLOCK_R)  # [BLOCK_R]
+    group = pid_c * GROUPS + tl.arange(0, GROUPS)  # [GROUPS]
     row_ok = row < rows
     # Tiles past the edge would form counters beyond 2**31 - 1 (int32 overflow); their elements are masked on
     # store, so clamp them to row / group 0 rather than rely on wrap-around semantics on the device.
@@ -74,8 +79,8 @@ def _sign_bits_kernel(
     # uint32 >> is logical; the shift amount stays < 32 (a shift >= 32 is poison on the GPU).
     bits = (words[:, :, :, None] >> tl.arange(0, 32)[None, None, None, :]) & 1  # [BLOCK_R, GROUPS, 4, 32]
     bits = tl.reshape(bits, (BLOCK_R, BLOCK_C))  # column c of the tile = bit c % 32 of word (c % 128) // 32
-    col = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)  # [BLOCK_C]
-    out_ptrs = out_ptr + row[:, None] * stride_or + col[None, :]
+    col = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)  # [BLOCK_C]
+    out_ptrs = out_ptr + row.to(tl.int64)[:, None] * stride_or + col[None, :]  # rows × stride may pass 2^31
     tl.store(out_ptrs, bits.to(tl.int8), mask=row_ok[:, None] & (col[None, :] < cols))
 
 
@@ -102,8 +107,8 @@ def philox_words(seed: int, counters: torch.Tensor, *, block: int = 1024) -> tor
     flat = flat.to(torch.int32).contiguous()
     out = torch.empty((flat.numel(), 4), dtype=torch.int32, device=flat.device)
     if flat.numel():
-        grid = (triton.cdiv(flat.numel(), block),)
-        _philox_words_kernel[grid](flat, out, seed, flat.numel(), BLOCK=block)
+        launch(_philox_words_kernel, (triton.cdiv(flat.numel(), block),), out.device, flat, out, seed, flat.numel(),
+               BLOCK=block)
     return out
 
 
@@ -132,8 +137,7 @@ def sign_bits(
     if block_c < 128 or block_c & (block_c - 1):
         raise ValueError(f"block_c must be a power of two >= 128, got {block_c}")
     out = torch.empty((rows, cols), dtype=torch.int8, device=device)
-    grid = (triton.cdiv(rows, block_r), triton.cdiv(cols, block_c))
-    _sign_bits_kernel[grid](
-        out, seed, rows, cols, counters_per_row, out.stride(0), BLOCK_R=block_r, BLOCK_C=block_c
-    )
+    grid = (triton.cdiv(rows, block_r) * triton.cdiv(cols, block_c),)
+    launch(_sign_bits_kernel, grid, out.device, out, seed, rows, cols, counters_per_row, out.stride(0),
+           BLOCK_R=block_r, BLOCK_C=block_c)
     return out.bool()

@@ -26,7 +26,7 @@ from __future__ import annotations
 import torch
 import triton
 
-from .masked_linear import _FLOATS, _check_2d, _check_precision, _check_tiles, _dscores, _dx, _forward, _Weight
+from .masked_linear import _FLOATS, _check_2d, _dscores, _dx, _forward, _given, _Weight
 
 __all__ = ["seeded_linear_forward", "seeded_linear_dx", "seeded_linear_dscores"]
 
@@ -77,12 +77,12 @@ def seeded_linear_forward(
     threshold: torch.Tensor | None = None,
     bias: torch.Tensor | None = None,
     write_bits: bool = False,
-    input_precision: str = "ieee",
-    block_n: int = 128,
-    block_m: int = 64,
-    block_k: int = 64,
-    num_warps: int = 4,
-    num_stages: int = 3,
+    input_precision: str | None = None,
+    block_n: int | None = None,
+    block_m: int | None = None,
+    block_k: int | None = None,
+    num_warps: int | None = None,
+    num_stages: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """y = x (W ⊙ M)ᵀ (+ bias) with W = ±scale from stream ``seed``: (y (M, N) x.dtype, bit mask or None).
 
@@ -93,13 +93,9 @@ def seeded_linear_forward(
     k = x.shape[1]
     n = out_features
     cpr = _check_seeded(seed, scale, n, k, weight_dtype)
-    _check_tiles(write_bits, block_n=block_n, block_m=block_m, block_k=block_k)
-    if block_k < 32:
-        raise ValueError(f"block_k must be >= 32 (one Philox word per 32 weights), got {block_k}")
-    _check_precision(input_precision)
     w = _seeded_weight(x, seed, scale, n, k, cpr, weight_dtype)
-    return _forward(x, w, mask, scores, threshold, bias, write_bits, input_precision, block_n, block_m, block_k,
-                    num_warps, num_stages)
+    return _forward(x, w, mask, scores, threshold, bias, write_bits, input_precision,
+                    _given(block_n, block_m, block_k, num_warps, num_stages))
 
 
 def seeded_linear_dx(
@@ -112,24 +108,21 @@ def seeded_linear_dx(
     mask: torch.Tensor | None = None,
     scores: torch.Tensor | None = None,
     threshold: torch.Tensor | None = None,
-    input_precision: str = "ieee",
-    block_k: int = 128,
-    block_m: int = 64,
-    block_n: int = 64,
-    num_warps: int = 4,
-    num_stages: int = 3,
+    input_precision: str | None = None,
+    block_k: int | None = None,
+    block_m: int | None = None,
+    block_n: int | None = None,
+    num_warps: int | None = None,
+    num_stages: int | None = None,
 ) -> torch.Tensor:
     """dx = dy (W ⊙ M), (M, K) in dy.dtype, W regenerated; tiles as ``masked_linear.masked_linear_dx``."""
     _check_2d("dy", dy, None, _FLOATS)
     n = dy.shape[1]
     k = in_features
     cpr = _check_seeded(seed, scale, n, k, weight_dtype)
-    _check_tiles(block_k=block_k, block_m=block_m, block_n=block_n)
-    if block_k < 32:
-        raise ValueError(f"block_k must be >= 32 (one Philox word per 32 weights), got {block_k}")
-    _check_precision(input_precision)
     w = _seeded_weight(dy, seed, scale, n, k, cpr, weight_dtype)
-    return _dx(dy, w, mask, scores, threshold, input_precision, block_k, block_m, block_n, num_warps, num_stages)
+    return _dx(dy, w, mask, scores, threshold, input_precision,
+               _given(block_n, block_m, block_k, num_warps, num_stages))
 
 
 def seeded_linear_dscores(
@@ -145,12 +138,12 @@ def seeded_linear_dscores(
     momentum_buffer: torch.Tensor | None = None,
     momentum: float = 0.0,
     weight_decay: float = 0.0,
-    input_precision: str = "ieee",
-    block_n: int = 64,
-    block_k: int = 64,
-    block_m: int = 64,
-    num_warps: int = 4,
-    num_stages: int = 3,
+    input_precision: str | None = None,
+    block_n: int | None = None,
+    block_k: int | None = None,
+    block_m: int | None = None,
+    num_warps: int | None = None,
+    num_stages: int | None = None,
 ) -> torch.Tensor | None:
     """dS = (dyᵀ x) ⊙ W ⊙ sign(S) with W regenerated (+ fused SGD step); as ``masked_linear_dscores``."""
     _check_2d("dy", dy, None, _FLOATS)
@@ -160,10 +153,6 @@ def seeded_linear_dscores(
     _check_2d("scores", scores, (n, k), (torch.float32,))
     if scores.stride(1) != 1:
         raise ValueError(f"scores must be contiguous along K, got strides {scores.stride()}")
-    _check_tiles(block_n=block_n, block_k=block_k, block_m=block_m)
-    if block_k < 32:
-        raise ValueError(f"block_k must be >= 32 (one Philox word per 32 weights), got {block_k}")
-    _check_precision(input_precision)
     w = _seeded_weight(dy, seed, scale, n, k, cpr, weight_dtype)
     return _dscores(dy, x, w, scores, write_grad, lr, momentum_buffer, momentum, weight_decay, input_precision,
-                    block_n, block_k, block_m, num_warps, num_stages)
+                    _given(block_n, block_m, block_k, num_warps, num_stages))

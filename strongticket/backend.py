@@ -1,7 +1,8 @@
 """Which implementation runs the masked ops: ``torch`` (the reference), ``triton`` or ``triton-interpret``.
 
 ``STRONGTICKET_BACKEND`` may force one (``auto``, ``torch``, ``triton``); ``auto`` picks Triton on CUDA
-devices (the fused kernels of ``strongticket.kernels``), the PyTorch reference otherwise. Inside
+devices of compute capability 8.0 or newer (Ampere on: the kernels' bf16 and TF32 tensor-core paths and tile
+tables start there), the PyTorch reference otherwise. Inside
 :func:`interpret_on_cpu` (which needs ``TRITON_INTERPRET=1``) CPU tensors also run the Triton kernels, in the
 interpreter: that is how the dispatch of ``strongticket.ops`` is tested without a GPU. Nothing here imports
 triton or touches a GPU driver at import time.
@@ -57,14 +58,30 @@ def backend_name(device: torch.device | str) -> str:
     requested = os.environ.get("STRONGTICKET_BACKEND", "auto")
     if requested not in BACKENDS:
         raise ValueError(f"STRONGTICKET_BACKEND must be one of {', '.join(BACKENDS)}, got {requested!r}")
-    kind = torch.device(device).type
+    device = torch.device(device)
+    kind = device.type
     triton_ok = kind in triton_devices() and triton_available()
     if requested == "triton" and not triton_ok:
         raise ValueError(f"STRONGTICKET_BACKEND=triton: no Triton kernels are registered for the masked ops on "
                          f"{kind!r} devices; use auto or torch")
+    if triton_ok and kind == "cuda" and torch.cuda.is_available() and _capability(device) < (8, 0):
+        if requested == "triton":
+            raise ValueError(f"STRONGTICKET_BACKEND=triton needs a GPU of compute capability >= 8.0 (Ampere), got "
+                             f"{_capability(device)} on {device}; use auto or torch")
+        return "torch"
     if requested == "torch" or not triton_ok:
         return "torch"
     return "triton-interpret" if os.environ.get("TRITON_INTERPRET") == "1" else "triton"
+
+
+_CAPABILITIES: dict[int, tuple[int, int]] = {}
+
+
+def _capability(device: torch.device) -> tuple[int, int]:
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    if index not in _CAPABILITIES:
+        _CAPABILITIES[index] = torch.cuda.get_device_capability(index)
+    return _CAPABILITIES[index]
 
 
 def resolve_device(device: str) -> torch.device:

@@ -181,7 +181,7 @@ def test_launchers_reject_bad_arguments():
         ml.masked_linear_forward(x, w, mask=mask, block_k=8)
     with pytest.raises(ValueError, match="block_k must be >= 32 to pack 32-bit mask words, got 16"):
         ml.masked_linear_forward(x, w, mask=mask, write_bits=True, block_k=16)
-    with pytest.raises(ValueError, match="input_precision must be one of ieee, tf32, tf32x3, got 'bf16'"):
+    with pytest.raises(ValueError, match="input_precision must be one of tf32x3, tf32, ieee, got 'bf16'"):
         ml.masked_linear_dx(dy, w, mask=mask, input_precision="bf16")
     with pytest.raises(ValueError, match=r"mask bits must have shape \(6, 1\)"):
         ml.masked_linear_dx(dy, w, mask=torch.zeros(6, 2, dtype=torch.int32))
