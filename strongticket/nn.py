@@ -14,6 +14,14 @@ evaluation with frozen scores. It comes from one of four places:
     (Bernoulli supermasks, Gem-Miner's rounded scores): it gives the training weight and the deterministic mask;
   * fixed: a mask loaded from a ticket (:meth:`MaskedLayer.fix_mask`), scores no longer used.
 
+Where the Triton backend runs (CUDA by default), a top-k mask (per layer or global) is never materialised in the
+forward: ``ops.topk_thresholds`` gives (τ, cut) per layer (one launch set for all layers of a GlobalTopK),
+cached by the same version keys, and ``MaskedLinear`` runs ``ops.masked_linear_threshold`` (or its seeded twin),
+whose kernel builds M in registers and emits it bit-packed for dx; dS comes from the fused dS GEMM. When a
+:class:`strongticket.optim.ScoreSGD` owns the scores, the ``_sgd`` variants of the linear and conv ops run the
+scores' SGD step inside the backward pass instead (no ``.grad``). The bool :attr:`MaskedLayer.mask` stays for
+statistics, tickets and bake. On the torch backend the reference path runs, unchanged.
+
 Two weight variants, both reproducible from the seed and carried by a ticket:
   * binary (biprop, Diffenderfer & Kailkhura 2021): the layer computes with α·sign(W) ⊙ M, α = mean |W| over
     the kept weights (their actual count); the score gradient stays edge-popup's G ⊙ W ⊙ sign(S);
@@ -33,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from . import masks, ops
+from . import masks, ops, optim
 from .random import STREAM_BIAS, STREAM_BIAS_SCORES, init_scores, init_weight
 
 WEIGHTS = ("stored", "seeded")
@@ -63,36 +71,60 @@ class GlobalTopK:
         self.layers = list(layers)
         self.density = masks.validate_density(density)
         self.k = masks.keep_count(self.density, sum(layer.weight.numel() for layer in self.layers))
-        self._key: tuple | None = None
-        self._masks: list[Tensor] = []
+        self._topk = _TopK()
 
     def mask_of(self, layer: MaskedLayer) -> Tensor:
-        key = tuple(version_key(lay.scores) for lay in self.layers)
-        if key != self._key:
-            self._masks = _select([lay.scores for lay in self.layers], self.k)
-            self._key = key
-        return self._masks[self.layers.index(layer)]
+        return self._topk.masks([lay.scores for lay in self.layers], self.k)[self.layers.index(layer)]
+
+    def threshold_of(self, layer: MaskedLayer) -> Tensor:
+        """The (τ, cut) row of ``layer``: one selection (one launch set on the Triton path) for all the layers."""
+        return self._topk.thresholds([lay.scores for lay in self.layers], self.k)[self.layers.index(layer)]
 
     def set_density(self, density: float) -> None:
         """Keep ⌈density·n_total⌉ from now on (density schedules, rounds of pruning); the next mask is recomputed."""
         self.density = masks.validate_density(density)
         self.k = masks.keep_count(self.density, sum(layer.scores.numel() for layer in self.layers))
-        self._key = None
 
 
-@torch.no_grad()
-def _select(scores: list[Tensor], k: int) -> list[Tensor]:
-    """Masks keeping the top ``k`` |S| over ``scores`` together: the radix-select kernels where the Triton
-    backend runs (no host sync), the reference of ``strongticket.masks`` otherwise — the same masks."""
-    scores = [s.detach() for s in scores]
-    if all(s.dtype == torch.float32 for s in scores) and ops._use_triton(*scores):
-        thresholds = ops.topk_thresholds([s.contiguous() for s in scores], [k], [0] * len(scores))
-        return [ops.threshold_mask(s, t) for s, t in zip(scores, thresholds)]
-    return masks.global_topk_masks(scores, k)
+class _TopK:
+    """The top ``k`` |S| over a group of score tensors together, cached by their version keys and ``k``: the
+    thresholds (τ, cut) per tensor and the bool masks, each computed on first use after a change, so evaluation
+    with frozen scores selects once. Masks come from the radix-select kernels where the Triton backend runs (no
+    host sync), from the reference of ``strongticket.masks`` otherwise — the same masks."""
+
+    def __init__(self) -> None:
+        self._key: tuple | None = None
+        self._thresholds: Tensor | None = None
+        self._masks: list[Tensor] | None = None
+
+    def _refresh(self, scores: list[Tensor], k: int) -> None:
+        key = (k, *(version_key(s) for s in scores))
+        if key != self._key:
+            self._key, self._thresholds, self._masks = key, None, None
+
+    @torch.no_grad()
+    def thresholds(self, scores: list[Tensor], k: int) -> Tensor:
+        """(L, 2) int64 rows (τ bits, tie cut), ``ops.topk_thresholds`` of the group (one slot)."""
+        self._refresh(scores, k)
+        if self._thresholds is None:
+            self._thresholds = ops.topk_thresholds([s.detach().contiguous() for s in scores], [k], [0] * len(scores))
+        return self._thresholds
+
+    @torch.no_grad()
+    def masks(self, scores: list[Tensor], k: int) -> list[Tensor]:
+        self._refresh(scores, k)
+        if self._masks is None:
+            detached = [s.detach() for s in scores]
+            if all(s.dtype == torch.float32 for s in detached) and ops._use_triton(*detached):
+                self._masks = [ops.threshold_mask(s, t) for s, t in zip(detached, self.thresholds(scores, k))]
+            else:
+                self._masks = masks.global_topk_masks(detached, k)
+        return self._masks
 
 
 def version_key(scores: Tensor) -> tuple:
-    # The version counter moves on every in-place update (optimizer step, load_state_dict's copy_).
+    # The version counter moves on every in-place update (optimizer step, load_state_dict's copy_, and the fused
+    # SGD step of ops.masked_linear_sgd, a custom op that declares its mutation of the scores).
     return (scores.data_ptr(), scores._version, scores.device, scores.dtype)
 
 
@@ -190,8 +222,8 @@ class MaskedLayer(nn.Module):
         self.register_buffer("fixed_mask", None)
         self.register_buffer("generation", None)
         self._redrawn: tuple[tuple, Tensor] | None = None
-        self._key: tuple | None = None
-        self._mask: Tensor | None = None
+        self._topk = _TopK()
+        self._bias_topk = _TopK()
 
     @property
     def weight(self) -> Tensor:
@@ -270,11 +302,14 @@ class MaskedLayer(nn.Module):
             return self.rule.mask(self)
         if self._selector is not None:
             return self._selector.mask_of(self)
-        key = version_key(self.scores)
-        if key != self._key:
-            self._mask = _select([self.scores], self.k)[0]
-            self._key = key
-        return self._mask
+        return self._topk.masks([self.scores], self.k)[0]
+
+    def threshold(self) -> Tensor:
+        """The (2,) int64 row (τ bits, tie cut) of the current top-k of |S| (``ops.topk_thresholds``; per layer,
+        or this layer's row of its :class:`GlobalTopK`), cached like :attr:`mask`."""
+        if self._selector is not None:
+            return self._selector.threshold_of(self)
+        return self._topk.thresholds([self.scores], self.k)[0]
 
     @property
     def bias_mask(self) -> Tensor | None:
@@ -285,7 +320,7 @@ class MaskedLayer(nn.Module):
             return None
         if self.rule is not None:
             return self.rule.bias_mask(self)
-        return _select([self.bias_scores], self.bias_k)[0]
+        return self._bias_topk.masks([self.bias_scores], self.bias_k)[0]
 
     def effective_bias(self) -> Tensor | None:
         """The bias the layer adds: frozen bias, masked (straight-through to ``bias_scores``) when scored."""
@@ -319,7 +354,6 @@ class MaskedLayer(nn.Module):
         self.k = masks.keep_count(self.density, self.scores.numel())
         if self.bias_scores is not None:
             self.bias_k = masks.keep_count(self.density, self.bias_scores.numel())
-        self._key = None
 
     def kept(self) -> int:
         """Number of weights the current mask keeps."""
@@ -354,6 +388,19 @@ class MaskedLayer(nn.Module):
         """Whether the forward materialises :meth:`effective_weight` (score rules, binary weights) instead of
         the masked ops."""
         return self.binary or (self.rule is not None and self.fixed_mask is None)
+
+    def _topk_on_triton(self, x: Tensor) -> bool:
+        """Whether the mask is a top-k of |S| (per layer or global; no fixed mask, no score rule, not binary) and the
+        Triton backend runs this input: the fused path. The torch backend always keeps the reference path."""
+        return (self.fixed_mask is None and not self._plain_forward() and self.scores.dtype == torch.float32
+                and ops._use_triton(x, self.scores))
+
+    def _fused_step(self, x: Tensor) -> optim.FusedStep | None:
+        """The SGD step of the scores to run inside this forward's backward pass (a ``optim.ScoreSGD`` owns them
+        and can fuse it now), or None: the scores then get their gradient as ``.grad``."""
+        if not (self.scores.requires_grad and torch.is_grad_enabled() and self._topk_on_triton(x)):
+            return None
+        return optim.fused_step(self.scores)
 
     def extra_repr(self) -> str:
         return (
@@ -398,11 +445,31 @@ class MaskedLinear(MaskedLayer):
                              f"got shape {tuple(x.shape)}")
         if self._plain_forward():
             return F.linear(x, self.effective_weight(), self.effective_bias())
+        if self._topk_on_triton(x):  # the mask built in the kernel from (τ, cut), bit-packed for the backward
+            return self._threshold_forward(x)
         if self._seeded is not None:
             _, scale = self._seeded
             return ops.seeded_linear(x, self.scores, self.mask, self.effective_bias(), self.seed, self.layer_index,
                                      scale, torch.float32)
         return ops.masked_linear(x, self.current_weight, self.scores, self.mask, self.effective_bias())
+
+    def _threshold_forward(self, x: Tensor) -> Tensor:
+        """y through ``ops.masked_linear_threshold`` (or its seeded twin); when a :class:`~strongticket.optim.ScoreSGD`
+        owns the scores and can fuse their step, through the ``_sgd`` variant, whose backward applies that step."""
+        threshold, bias = self.threshold(), self.effective_bias()
+        step = self._fused_step(x)
+        sgd = () if step is None else (step.momentum_buffer, step.lr, step.momentum, step.weight_decay)
+        if self._seeded is not None:
+            _, scale = self._seeded
+            seeded = (self.seed, self.layer_index, scale, torch.float32)
+            op = ops.seeded_linear_threshold if step is None else ops.seeded_linear_threshold_sgd
+            y, _ = op(x, self.scores, threshold, bias, *seeded, *sgd)
+        else:
+            op = ops.masked_linear_threshold if step is None else ops.masked_linear_threshold_sgd
+            y, _ = op(x, self.current_weight, self.scores, threshold, bias, *sgd)
+        if step is not None:
+            y.grad_fn.register_prehook(step.guard)  # before the fused step runs: refuse a second one before step()
+        return y
 
     def extra_repr(self) -> str:
         return f"{self.in_features}, {self.out_features}, " + super().extra_repr()
@@ -452,10 +519,14 @@ class MaskedConv2d(MaskedLayer):
         if self._plain_forward():
             return F.conv2d(x, self.effective_weight(), self.effective_bias(), self.stride, self.padding,
                             self.dilation, self.groups)
-        return ops.masked_conv2d(
-            x, self.current_weight, self.scores, self.mask, self.effective_bias(),
-            list(self.stride), list(self.padding), list(self.dilation), self.groups,
-        )
+        args = (x, self.current_weight, self.scores, self.mask, self.effective_bias(),
+                list(self.stride), list(self.padding), list(self.dilation), self.groups)
+        step = self._fused_step(x)
+        if step is None:
+            return ops.masked_conv2d(*args)
+        y = ops.masked_conv2d_sgd(*args, step.momentum_buffer, step.lr, step.momentum, step.weight_decay)
+        y.grad_fn.register_prehook(step.guard)
+        return y
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "

@@ -1,7 +1,9 @@
 """Edge-popup search: train the popup scores of a frozen random network, keep the top-k edges.
 
 Ramanujan et al., "What's Hidden in a Randomly Weighted Neural Network?", CVPR 2020. Only the scores learn:
-SGD with momentum and a cosine learning-rate schedule (per step), optional weight decay on the scores.
+SGD with momentum and a cosine learning-rate schedule (per step), optional weight decay on the scores. On the
+Triton backend, in one process, the scores' SGD step runs inside the backward pass (``optim.ScoreSGD``, same
+checkpoints as ``torch.optim.SGD``); the summary's ``optimizer`` says which ran (``fused-sgd`` or ``sgd``).
 The epoch with the best validation accuracy (a split carved from the training data) is selected; the test
 split is evaluated once, at the end, on the selected masks.
 
@@ -50,6 +52,7 @@ from ..data.splits import Split, Splits, batches, load_splits
 from ..evaluate import better, evaluate, metric_key
 from ..models import model_from_config
 from ..nn import MaskedLayer, masked_layers, other_state, trainable_state
+from ..optim import ScoreSGD
 from ..ticket import save_ticket, weights_sha256
 from . import methods
 
@@ -152,7 +155,11 @@ def run_search(
     groups = [{"params": scored, "weight_decay": method.score_weight_decay()}]
     if others:
         groups.append({"params": others, "weight_decay": 0.0})
-    optimizer = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
+    # Triton backend, one process, a method without its own use of the gradients: the scores' SGD step runs in
+    # the backward pass (optim.ScoreSGD, same state_dict as torch.optim.SGD); under DDP the gradients must be
+    # all-reduced first
+    fused = backend != "torch" and world == 1 and method.fused_optimizer
+    optimizer = (ScoreSGD if fused else torch.optim.SGD)(groups, lr=cfg.lr, momentum=cfg.momentum)
     steps_per_epoch = -(-len(train) // cfg.batch_size)
     total_steps = cfg.epochs * steps_per_epoch
     schedule = torch.optim.lr_scheduler.LambdaLR(
@@ -259,6 +266,7 @@ def run_search(
     return distributed.on_main(lambda: _finish(cfg, model, layers, scored, best, history, test, folder, {
         "seconds": round(elapsed, 3), "backend": backend, "device": str(device), "seed": cfg.seed,
         "weights_sha256": frozen_sha, "world_size": world, "run_dir": str(folder),
+        "optimizer": "fused-sgd" if fused else "sgd",
     }))
 
 

@@ -6,6 +6,10 @@ or over all masked layers together (``--scope global``), ties broken by index (:
 Hooks a method may override (all default to "do nothing", so edge-popup's loop is unchanged bit for bit):
   * ``trains``            False for pruning-at-initialization methods: no score training, the mask comes from
                           :meth:`Method.prepare` alone and is evaluated as a normal (fixed-mask) ticket;
+  * ``fused_optimizer``   whether the scores' SGD step may run inside the backward pass (``optim.ScoreSGD``, on the
+                          Triton backend): False where the layers compute through a score rule or binary weights
+                          (no fused path: supermask, gem-miner, biprop) or the method needs gradients on its own
+                          path (pruning at initialization: SNIP / GraSP / SynFlow call ``autograd.grad``);
   * ``prepare(model, splits)``   before training and before a resumed run loads its checkpoint (compute
                           saliency scores and fix the mask; install a score rule; set initial scores);
   * ``density_at(epoch)`` the density trained at in 0-based ``epoch`` (schedules); only epochs at the target
@@ -111,6 +115,7 @@ class Method:
 
     name = "edge-popup"
     trains = True
+    fused_optimizer = True
 
     def __init__(self, cfg: SearchConfig) -> None:
         self.cfg = cfg
@@ -170,6 +175,7 @@ class Biprop(Method):
     mode is part of the model (``model_from_config``), so a loaded ticket computes the same way."""
 
     name = "biprop"
+    fused_optimizer = False
 
     def prepare(self, model: nn.Module, splits: Splits) -> None:
         if not all(layer.binary for layer in masked_layers(model)):
@@ -215,6 +221,7 @@ class Supermask(Method):
     """Bernoulli supermask (Zhou et al. 2019) with a deterministic, density-capped evaluation mask."""
 
     name = "supermask"
+    fused_optimizer = False
 
     def prepare(self, model: nn.Module, splits: Splits) -> None:
         layers = masked_layers(model)
@@ -319,6 +326,7 @@ class GemMiner(Method):
     """Gem-Miner (Sreenivasan et al. 2022): rounded scores in [0, 1], L2 penalty, projection, iterative freezing."""
 
     name = "gem-miner"
+    fused_optimizer = False
 
     def __init__(self, cfg: SearchConfig) -> None:
         super().__init__(cfg)
@@ -426,6 +434,7 @@ class PruneAtInit(Method):
     """A pruning-at-initialization baseline: no training; ``rounds`` rounds of score-and-prune."""
 
     trains = False
+    fused_optimizer = False
 
     def prepare(self, model: nn.Module, splits: Splits) -> None:
         layers = masked_layers(model)
