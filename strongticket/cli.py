@@ -148,8 +148,7 @@ def _report(ns: argparse.Namespace) -> int:
 def _bench(ns: argparse.Namespace) -> int:
     import importlib
 
-    importlib.import_module(f"strongticket.bench.{ns.what}").main(list(ns.options))
-    return 0
+    return importlib.import_module(f"strongticket.bench.{ns.what}").main(list(ns.options)) or 0
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -196,10 +195,12 @@ def _parser() -> argparse.ArgumentParser:
     rep.set_defaults(run=_report)
     bench = sub.add_parser("bench", help="kernel and selection benchmarks (side by side with the baseline)",
                            description="kernels: fused Triton edge-popup kernels vs the original way and the "
-                                       "PyTorch reference (GPU; --cpu-smoke on the CPU); topk: radix select vs the "
-                                       "original full sort (CPU). Options after the name go to the benchmark "
-                                       "(strongticket bench kernels --help).")
-    bench.add_argument("what", choices=("kernels", "topk"), help="which benchmark")
+                                       "PyTorch reference (GPU; --cpu-smoke on the CPU; --static: compiled "
+                                       "resources and roofline floors without a GPU); topk: radix select vs the "
+                                       "original full sort (CPU); aot: every kernel launch compiled for sm_80/89/90 "
+                                       "and checked (shared memory, spills, tensor cores). Options after the name "
+                                       "go to the benchmark (strongticket bench kernels --help).")
+    bench.add_argument("what", choices=("kernels", "topk", "aot"), help="which benchmark")
     bench.add_argument("options", nargs=argparse.REMAINDER, help="the benchmark's own options")
     bench.set_defaults(run=_bench)
     from .planted.cli import add_plant_parser

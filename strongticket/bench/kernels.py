@@ -10,13 +10,16 @@ Providers, for a Linear layer x (B, K), W, S (N, K), SGD momentum on S:
   reference  strongticket's PyTorch path: masks.topk_mask (radix select) + ops.masked_linear, torch.optim.SGD.
   fused      kernels.select (τ on device) + fused forward (mask from |S| >= τ in registers, emits bit mask) +
              dx from the bit mask + dS GEMM with ⊙W⊙sign(S) and the SGD-momentum update in its epilogue.
-             W stored in the variant's dtype (bf16 W is format (b) of shared/reference/kernels.md §2).
+             W stored in the variant's dtype (bf16 W is format (b) of shared/reference/kernels.md §2). Dots: bf16
+             tensor cores; fp32 through tensor cores as tf32x3 (fp32-level error, the kernels' default), against
+             the original's fp32 cuBLAS GEMMs without TF32 (PyTorch's default). Tiles: kernels.tiles' choice.
 Ops: ``fwd`` (mask + forward), ``step`` (mask + forward + backward + optimizer), ``select`` (τ and mask over
 2^24 scores). Shapes (B, K, N) = (256, 4096, 4096), (4096, 4096, 4096), (256, 1024, 1024); densities 0.5, 0.05;
-fp32 ("ieee" dots, TF32 off as in torch's default) and bf16. Timing: triton.testing.do_bench, median and p20-p80
-(cold L2: do_bench clears it before every rep). Floors: max(FLOPs / measured bf16 mm rate, counted bytes /
-measured copy bandwidth); counted bytes follow kernels.md §2 (each input once, each output once). Max rel err:
-max |out - float64 reference| / max |reference| over y, dx, dS of one fwd + bwd. The table is printed last; CSV
+fp32 and bf16 (fp32 floors use the measured fp32 mm rate, TF32 off: the fused tf32x3 path may beat them).
+Timing: triton.testing.do_bench, median and p20-p80 (cold L2: do_bench clears it before every rep). Floors:
+max(FLOPs / measured mm rate, counted bytes / measured copy bandwidth); counted bytes follow kernels.md §2 (each
+input once, each output once). Max rel err: max |out - float64 reference| / max |reference| over y, dx, dS of
+one fwd + bwd. The table is printed last; CSV
 (and a PNG when matplotlib imports) go to ``--out`` (default $OUT, else the working directory).
 
 Weightless section (``--weightless`` runs only it, into ``bench_weightless.csv``; the full run appends it when
@@ -55,6 +58,8 @@ SMOKE_SHAPES = [(16, 64, 48), (33, 40, 24)]
 DENSITIES = [0.5, 0.05]
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 LR, MOMENTUM = 0.1, 0.9
+# On a GPU every kernel takes the tiles kernels.tiles chooses for it (those the AOT gate compiles and checks).
+_GPU_TILES = {"fwd": {}, "dx": {}, "ds": {}, "select": dict(block=4096)}
 WEIGHTLESS_SIZES, WEIGHTLESS_BATCHES, WSTEP_SHAPES = [4096, 8192], [1, 16, 256], [(256, 4096, 4096)]
 SMOKE_WEIGHTLESS_SIZES, SMOKE_WEIGHTLESS_BATCHES, SMOKE_WSTEP_SHAPES = [160], [1, 16, 33], [(16, 64, 48)]
 
@@ -142,7 +147,7 @@ class _Providers:
         self.opt = {p: torch.optim.SGD([self.s[p]], lr=LR, momentum=MOMENTUM) for p in ("original", "reference")}
         self.buf = torch.zeros_like(s)
         self.plan = sel.make_select_plan([s.numel()], [self.k], device=device, **tiles.get("select", {}))
-        self.precision = "ieee"
+        self.precision = None  # the kernels' default: bf16 tensor cores, tf32x3 for fp32
 
     # -- forward + backward of each provider: returns (y, dx, dS) --------------------------------------------
     def original(self, backward=True):
@@ -282,14 +287,10 @@ def _plot(rows: list[dict], path: Path) -> None:
 
 
 def _packed_tiles(batch: int, smoke: bool) -> dict:
-    """One tile config per batch size (no autotune): GEMV below 16 rows, tl.dot tiles sized for enough CTAs."""
+    """Small tiles for the interpreter smoke run; on a GPU the launcher's own dispatch."""
     if smoke:
         return dict(gemv_block_n=16, gemv_block_k=64, block_n=32, block_m=16, block_k=64)
-    if batch < 16:
-        return dict(gemv_block_n=16, gemv_block_k=512, num_warps=4)
-    if batch <= 64:
-        return dict(block_n=32, block_m=16, block_k=256, num_warps=4, num_stages=3)
-    return dict(block_n=64, block_m=128, block_k=128, num_warps=8, num_stages=3)
+    return {}  # the GEMV below 16 rows, then the tiles kernels.tiles chooses for the GPU (the ones the AOT gate checks)
 
 
 def _weightless_rows(device: str, smoke: bool, bench, ceil: dict, t_start: float, budget_s: float,
@@ -343,9 +344,7 @@ def _weightless_rows(device: str, smoke: bool, bench, ceil: dict, t_start: float
                     rows.append(row)
     tiles = ({"fwd": dict(block_n=32, block_m=16, block_k=64), "dx": dict(block_k=32, block_m=16, block_n=32),
               "ds": dict(block_n=32, block_k=32, block_m=16), "select": dict(block=256)} if smoke else
-             {"fwd": dict(block_n=128, block_m=64, block_k=64, num_warps=8),
-              "dx": dict(block_k=128, block_m=64, block_n=64, num_warps=8),
-              "ds": dict(block_n=64, block_k=64, block_m=64, num_warps=4), "select": dict(block=4096)})
+             _GPU_TILES)
     for shape in SMOKE_WSTEP_SHAPES if smoke else WSTEP_SHAPES:
         if time.perf_counter() - t_start > budget_s:
             skipped.append(("wstep", shape))
@@ -398,7 +397,7 @@ def _wstep_rows(shape, device: str, tiles: dict, bench, ceil: dict) -> list[dict
     return rows
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repetitions, 2^24 selection only")
     parser.add_argument("--cpu-smoke", action="store_true", help="tiny shapes on the CPU (TRITON_INTERPRET=1)")
@@ -407,7 +406,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--weightless", action="store_true",
                         help="only the weightless section (packed/seeded inference, seeded step)")
     parser.add_argument("--skip-weightless", action="store_true", help="leave the weightless section out")
+    parser.add_argument("--static", action="store_true",
+                        help="compiled resources and roofline floors of the fused step for H100/A100, no GPU needed "
+                             "(strongticket.bench.static)")
     args = parser.parse_args(argv)
+    if args.static:
+        from . import static
+
+        return static.main(["--out", args.out])
     t_start = time.perf_counter()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -422,9 +428,7 @@ def main(argv: list[str] | None = None) -> None:
         if not torch.cuda.is_available():
             parser.error("no CUDA GPU visible: use --cpu-smoke with TRITON_INTERPRET=1")
         device, shapes, sel_sizes = "cuda", SHAPES, [24] if args.quick else [24, 26]
-        tiles = {"fwd": dict(block_n=128, block_m=64, block_k=64, num_warps=8),
-                 "dx": dict(block_k=128, block_m=64, block_n=64, num_warps=8),
-                 "ds": dict(block_n=64, block_k=64, block_m=64, num_warps=4), "select": dict(block=4096)}
+        tiles = _GPU_TILES
     import triton
 
     bench = _timer(device, args.quick)
@@ -492,6 +496,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"wrote {csv_path}; total {time.perf_counter() - t_start:.0f} s; select rel err 0 = mask equals "
           f"strongticket.masks exactly")
     _print_table(rows)
+    return 0
 
 
 if __name__ == "__main__":
