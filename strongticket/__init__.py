@@ -10,6 +10,7 @@ Importing this package needs neither triton nor CUDA.
 from .convert import bake, convert, to_torch_prune
 from .masks import keep_count, topk_mask
 from .nn import GlobalTopK, MaskedConv2d, MaskedLinear, masked_layers, use_global_topk
+from .optim import ScoreSGD
 
 __version__ = "0.1.0"
 
@@ -20,6 +21,7 @@ __all__ = [
     "GlobalTopK",
     "MaskedConv2d",
     "MaskedLinear",
+    "ScoreSGD",
     "keep_count",
     "masked_layers",
     "topk_mask",

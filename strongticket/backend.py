@@ -20,7 +20,7 @@ __all__ = ["BACKENDS", "backend_name", "interpret_on_cpu", "resolve_device", "tr
 
 BACKENDS = ("auto", "torch", "triton")
 
-# Devices for which ops.py runs Triton implementations of the masked ops.
+# Devices for which strongticket.ops runs Triton implementations of the masked ops.
 _TRITON_OP_DEVICES: frozenset[str] = frozenset({"cuda"})
 _interpret_depth = 0  # > 0 inside interpret_on_cpu()
 
