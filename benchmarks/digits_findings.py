@@ -16,7 +16,7 @@ import dataclasses
 
 from strongticket.config import SearchConfig
 from strongticket.report import mean_std
-from strongticket.search.edge_popup import run_search
+from strongticket.search import run_search
 
 
 def _cell(base: SearchConfig, seeds: list[int], out: str, **changes) -> tuple[float, float]:

@@ -55,7 +55,7 @@ import torch
 
 from strongticket.config import SearchConfig
 from strongticket.report import mean_std
-from strongticket.search.edge_popup import run_search
+from strongticket.search import run_search
 
 DENSITIES = (0.5, 0.1, 0.01)
 WIDTH_DENSITY = 0.1  # Table 2's density, fixed in advance

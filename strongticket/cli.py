@@ -31,7 +31,7 @@ def _search(ns: argparse.Namespace) -> int:
     from .backend import backend_name, resolve_device
     from .config import config_from_args, model_label
     from .report import mean_std
-    from .search.edge_popup import run_dir, run_search
+    from .search import run_dir, run_search
 
     cfg = config_from_args(ns)
     seeds = [cfg.seed]

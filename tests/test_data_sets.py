@@ -12,7 +12,7 @@ from strongticket.cli import main
 from strongticket.config import SearchConfig
 from strongticket.data.splits import batches, load_splits
 from strongticket.evaluate import evaluate_ticket
-from strongticket.search.edge_popup import run_search
+from strongticket.search import run_search
 
 
 def _write_fake_cifar10(root, n_per_batch=40):

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from strongticket import distributed
 from strongticket.data.splits import Split, batches
 from strongticket.nn import MaskedLinear
-from strongticket.search.edge_popup import _loss
+from strongticket.search.loop import _loss
 from strongticket.ticket import read_ticket
 
 SEARCH = ["--widths", "128", "--epochs", "6", "--batch-size", "16", "--device", "cpu"]

@@ -8,7 +8,7 @@ from strongticket.cli import main
 from strongticket.config import SearchConfig
 from strongticket.evaluate import evaluate_ticket
 from strongticket.report import mean_std, write_report
-from strongticket.search.edge_popup import run_search
+from strongticket.search import run_search
 
 
 @pytest.fixture(scope="module")

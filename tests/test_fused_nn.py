@@ -267,7 +267,7 @@ def test_the_torch_backend_is_unchanged_bit_for_bit():
 
 def test_search_uses_the_fused_optimizer_on_the_triton_backend(tmp_path):
     from strongticket.config import SearchConfig
-    from strongticket.search.edge_popup import run_search
+    from strongticket.search import run_search
 
     small = dict(widths=(16,), epochs=1, batch_size=256)
     with interpret_on_cpu():

@@ -13,8 +13,7 @@ from strongticket.config import ALGOS, SearchConfig
 from strongticket.evaluate import evaluate_ticket
 from strongticket.masks import keep_count
 from strongticket.nn import MaskedLinear, masked_layers
-from strongticket.search import methods
-from strongticket.search.edge_popup import run_search
+from strongticket.search import methods, run_search
 
 SMALL = dict(widths=(48, 32), epochs=4, batch_size=128)
 LAYER_SIZES = (64 * 48, 48 * 32, 32 * 10)

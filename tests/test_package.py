@@ -13,7 +13,7 @@ def test_import_needs_neither_triton_nor_a_gpu_driver():
 import sys
 sys.modules["triton"] = None  # any import of triton now fails
 import torch
-import strongticket, strongticket.cli, strongticket.search.edge_popup, strongticket.evaluate
+import strongticket, strongticket.cli, strongticket.search.loop, strongticket.evaluate
 from strongticket.models import MLP
 MLP((64,), 10, (8,))(torch.rand(2, 64)).sum().backward()
 assert not torch.cuda.is_initialized()

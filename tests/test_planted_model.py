@@ -15,7 +15,7 @@ from strongticket.evaluate import evaluate_ticket
 from strongticket.models import model_from_config
 from strongticket.nn import masked_layers
 from strongticket.planted import plant_task
-from strongticket.search.edge_popup import run_search
+from strongticket.search import run_search
 
 RUN = dict(model="planted", data="planted-relu", widths=(20,), epochs=2, batch_size=512, density=0.5, lr=0.1,
            device="cpu", seed=3)

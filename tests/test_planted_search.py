@@ -13,7 +13,8 @@ from strongticket.config import SearchConfig
 from strongticket.data.splits import load_splits
 from strongticket.evaluate import evaluate, evaluate_ticket
 from strongticket.report import write_report
-from strongticket.search.edge_popup import _loss, run_search
+from strongticket.search import run_search
+from strongticket.search.loop import _loss
 
 TINY = dict(model="mlp", widths=(16, 16), epochs=3, batch_size=512, density=0.5, lr=0.1, device="cpu")
 

@@ -13,7 +13,7 @@ import torch
 from strongticket.config import SearchConfig
 from strongticket.evaluate import evaluate_ticket, load_ticket_model
 from strongticket.nn import masked_layers
-from strongticket.search.edge_popup import run_search
+from strongticket.search import run_search
 from strongticket.ticket import read_ticket
 
 SMALL = dict(widths=(48, 32), epochs=4, batch_size=128)

@@ -6,7 +6,7 @@ import torch
 from strongticket.config import SearchConfig
 from strongticket.evaluate import load_ticket_model
 from strongticket.nn import masked_layers
-from strongticket.search.edge_popup import run_search
+from strongticket.search import run_search
 from strongticket.theory.targets import target_forward, target_from_ticket
 
 

@@ -8,7 +8,7 @@ from safetensors.numpy import load, save
 
 from strongticket.config import SearchConfig
 from strongticket.evaluate import load_ticket_model
-from strongticket.search.edge_popup import run_search
+from strongticket.search import run_search
 from strongticket.ticket import TicketError, read_ticket
 
 

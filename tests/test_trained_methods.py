@@ -13,8 +13,7 @@ from strongticket.evaluate import evaluate_ticket, load_ticket_model
 from strongticket.masks import keep_count
 from strongticket.nn import MaskedLinear, binary_alpha, masked_layers
 from strongticket.random import STREAM_REDRAW, init_weight, uniform01
-from strongticket.search import methods
-from strongticket.search.edge_popup import run_search
+from strongticket.search import methods, run_search
 from strongticket.ticket import read_ticket, weights_sha256
 
 SMALL = dict(widths=(48, 32), epochs=4, batch_size=128, device="cpu")

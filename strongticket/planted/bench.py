@@ -6,7 +6,7 @@ densities {0.5, 0.1, 0.01, planted} over seeds, as Fischer & Burkholz, "Plant 'n
 ticket?", ICLR 2022, §3. "planted" is the planted ticket's own density, weights only
 (``plant_task(task, 5, 100, seed).density``: Circle 108 / 20,600 = 0.0052, ReLU 4 / 20,200 = 0.0002, Helix
 120 / 20,400 = 0.0059), kept per layer (``scope`` layer, ⌈d·n⌉ per layer) like every other density. A run is
-:func:`strongticket.search.edge_popup.run_search` in ``<out>/runs/<task>/<method>/d<label>-s<seed>``; a finished
+:func:`strongticket.search.run_search` in ``<out>/runs/<task>/<method>/d<label>-s<seed>``; a finished
 run is re-reported from its folder without recomputation, so re-running the same command resumes the benchmark.
 Per run: the test metric (accuracy for Circle, MSE for ReLU / Helix), achieved density, collapsed layers, search
 seconds, and the recovery of the planted edges (:func:`strongticket.planted.cli.plant_report`: per-layer
@@ -57,7 +57,7 @@ import torch
 from ..config import SearchConfig
 from ..data.splits import PLANTED_TASK_SEED
 from ..report import mean_std
-from ..search.edge_popup import run_search
+from ..search import run_search
 from ..search.methods import METHODS
 from .cli import plant_report
 from .plant import plant_task

@@ -1,6 +1,8 @@
-"""Edge-popup search: train the popup scores of a frozen random network, keep the top-k edges.
+"""The search loop every method runs through: train the popup scores of a frozen random network (or let a
+pruning-at-initialization method score it once), select an epoch on validation data, write the ticket.
 
-Ramanujan et al., "What's Hidden in a Randomly Weighted Neural Network?", CVPR 2020. Only the scores learn:
+The loop is edge-popup's (Ramanujan et al., "What's Hidden in a Randomly Weighted Neural Network?", CVPR 2020),
+with the methods' hooks (:mod:`strongticket.search.methods`) where they differ. Only the scores learn:
 SGD with momentum and a cosine learning-rate schedule (per step), optional weight decay on the scores. On the
 Triton backend, in one process, the scores' SGD step runs inside the backward pass (``optim.ScoreSGD``, same
 checkpoints as ``torch.optim.SGD``); the summary's ``optimizer`` says which ran (``fused-sgd`` or ``sgd``).
