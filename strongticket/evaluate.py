@@ -35,10 +35,13 @@ def metric_key(task: str) -> str:
 
 
 def better(task: str, new: float, old: float | None) -> bool:
-    """Whether metric value ``new`` beats ``old`` (None: nothing yet) for ``task``."""
+    """Whether a later epoch's metric ``new`` replaces the selected ``old`` (None: nothing yet) for ``task``: when it
+    is at least as good. Ties go to the later epoch, the one trained longer — one rule for every method (annealed
+    edge-popup and Gem-Miner can only select their last epochs; a strict rule let the others keep an early tie,
+    e.g. a chance-level epoch 1 when every epoch sits at chance)."""
     if old is None:
         return True
-    return new < old if metric_key(task) == "mse" else new > old
+    return new <= old if metric_key(task) == "mse" else new >= old
 
 
 @torch.no_grad()
