@@ -31,8 +31,14 @@ tensor is ``(1, shape[0])``. Counters run row-major so a kernel can rebuild a ``
 Initialisers (``init_weight``), with ``fan = fan_in`` (``* density`` if ``scale_fan``, Ramanujan et al.,
 "What's hidden in a randomly weighted neural network?", CVPR 2020) and ``gain = sqrt(2)`` (relu) or 1
 (linear): ``signed_constant`` +-gain/sqrt(fan); ``kaiming_normal`` gain/sqrt(fan) * N(0, 1);
-``kaiming_uniform`` U(-b, b), b = gain*sqrt(3/fan); ``uniform`` U(-1, 1); ``hyperbolic`` (below). All computed
-in float64 and cast to float32 once. No torch RNG and no ``np.random`` anywhere.
+``kaiming_uniform`` U(-b, b), b = gain*sqrt(3/fan); ``glorot_normal`` sqrt(2/(fan_in + fan_out)) * N(0, 1), no
+gain (Keras's ``glorot_normal``, Zhou et al.'s supermask weights; ``* density`` on the fan average with
+``scale_fan``); ``uniform`` U(-1, 1); ``hyperbolic`` (below). All computed in float64 and cast to float32 once. No
+torch RNG and no ``np.random`` anywhere.
+
+Initial scores (``init_scores``), from the SCORES stream: ``edge-popup`` U(-1/sqrt(fan_in), 1/sqrt(fan_in)) (the
+original's ``kaiming_uniform_(a=sqrt(5))``); ``kaiming-uniform`` U(-sqrt(6/fan_in), sqrt(6/fan_in)) (IteRand's
+``kaiming_uniform_(mode="fan_in", nonlinearity="relu")``): the same words, sqrt(6) times wider.
 
 ``hyperbolic`` (Orseau, Hutter, Rivasplata, "Logarithmic pruning is all you need", NeurIPS 2020): random sign,
 magnitude with density proportional to 1/|w| on [low, high] (log-uniform; defaults ``HYPERBOLIC_RANGE``; not
@@ -63,6 +69,7 @@ __all__ = [
     "STREAM_SCORES",
     "STREAM_WEIGHT",
     "MAX_COUNTERS",
+    "SCORE_INITS",
     "hyperbolic_from_words",
     "init_scores",
     "init_weight",
@@ -89,7 +96,8 @@ STREAM_KINDS = (STREAM_WEIGHT, STREAM_BIAS, STREAM_SCORES, STREAM_DATA, STREAM_B
 # int32 offsets only (module docstring): counters of one stream are 0 .. MAX_COUNTERS - 1.
 MAX_COUNTERS = 2**31
 
-INITS = ("signed_constant", "kaiming_normal", "kaiming_uniform", "uniform", "hyperbolic")
+INITS = ("signed_constant", "kaiming_normal", "kaiming_uniform", "glorot_normal", "uniform", "hyperbolic")
+SCORE_INITS = ("edge-popup", "kaiming-uniform")
 # Default (low, high) magnitude range of the "hyperbolic" init.
 HYPERBOLIC_RANGE = (1e-3, 1.0)
 NONLINEARITIES = {"relu": math.sqrt(2.0), "linear": 1.0}
@@ -397,6 +405,11 @@ def hyperbolic_from_words(words: np.ndarray, low: float, high: float) -> np.ndar
     return np.where(negative, -magnitude, magnitude)
 
 
+def _fan_out(shape: tuple[int, ...]) -> int:
+    """Output channels times the receptive field (Keras and torch); a 1-D tensor's fan_out is its length."""
+    return int(shape[0]) * math.prod(int(d) for d in shape[2:])
+
+
 def init_weight(
     shape: tuple[int, ...],
     init: str,
@@ -417,7 +430,8 @@ def init_weight(
     ``generation`` > 0 gives an independent draw of the same distribution (counter word c1; IteRand's
     re-randomized weights); generation 0 is the weight every other code path uses.
     ``fan_in`` defaults to the column count of the matrix view (pass it for biases, whose matrix view is
-    ``(1, n)``). With ``scale_fan`` the fan is ``fan_in * density``, keeping the variance of the pruned layer.
+    ``(1, n)``). With ``scale_fan`` the fan is ``fan_in * density``, keeping the variance of the pruned layer
+    (``glorot_normal``: the fan average ``(fan_in + fan_out) / 2`` times the density).
     ``low``/``high``: magnitude range of the ``hyperbolic`` init (default ``HYPERBOLIC_RANGE``; 0 < low <= high);
     only that init takes them.
     """
@@ -432,6 +446,8 @@ def init_weight(
     if not 0.0 < float(density) <= 1.0:
         raise ValueError(f"density must be in (0, 1], got {density}")
     fan = cols if fan_in is None else _check_int("fan_in", fan_in, 1, 2**63, "2**63")
+    if init == "glorot_normal":
+        fan = (fan + _fan_out(shape)) / 2  # Keras's fan_avg
     fan = fan * float(density) if scale_fan else float(fan)
 
     if init == "signed_constant":
@@ -440,6 +456,8 @@ def init_weight(
         values = np.where(negative, -magnitude, magnitude)
     elif init == "kaiming_normal":
         values = (gain / math.sqrt(fan)) * standard_normal(seed, layer, kind, rows, cols, generation)
+    elif init == "glorot_normal":  # no gain: Keras's glorot_normal is the same for every nonlinearity
+        values = math.sqrt(1.0 / fan) * standard_normal(seed, layer, kind, rows, cols, generation)
     elif init == "kaiming_uniform":
         bound = gain * math.sqrt(3.0 / fan)
         values = (2.0 * uniform01(seed, layer, kind, rows, cols, generation) - 1.0) * bound
@@ -455,16 +473,25 @@ def init_weight(
 
 
 def init_scores(
-    shape: tuple[int, ...], seed: int, layer: int, *, fan_in: int | None = None, kind: int = STREAM_SCORES
+    shape: tuple[int, ...],
+    seed: int,
+    layer: int,
+    *,
+    fan_in: int | None = None,
+    kind: int = STREAM_SCORES,
+    mode: str = "edge-popup",
 ) -> torch.Tensor:
-    """Edge-popup initial scores: float32 ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))`` from the SCORES stream
-    (``kind=STREAM_BIAS_SCORES`` for the scores of a bias).
+    """Initial scores from the SCORES stream (``kind=STREAM_BIAS_SCORES`` for the scores of a bias), float32:
+    ``mode="edge-popup"`` U(-1/sqrt(fan_in), 1/sqrt(fan_in)), ``"kaiming-uniform"`` U(-sqrt(6/fan_in), sqrt(6/fan_in)).
 
-    Matches ``kaiming_uniform_(scores, a=sqrt(5))`` of the original code in distribution; never exactly 0
-    since ``2u - 1`` is an odd multiple of 2**-32. ``fan_in`` defaults to the column count of the matrix view.
+    Edge-popup's matches ``kaiming_uniform_(scores, a=sqrt(5))`` of the original code in distribution, IteRand's
+    ``kaiming_uniform_(scores, mode="fan_in", nonlinearity="relu")``; both are the same words scaled, never exactly
+    0 since ``2u - 1`` is an odd multiple of 2**-32. ``fan_in`` defaults to the column count of the matrix view.
     """
+    if mode not in SCORE_INITS:
+        raise ValueError(f"mode must be one of {', '.join(SCORE_INITS)}, got {mode!r}")
     rows, cols = matrix_shape(shape)
     fan = cols if fan_in is None else _check_int("fan_in", fan_in, 1, 2**63, "2**63")
-    bound = 1.0 / math.sqrt(fan)
+    bound = 1.0 / math.sqrt(fan) if mode == "edge-popup" else math.sqrt(6.0 / fan)
     values = (2.0 * uniform01(seed, layer, kind, rows, cols) - 1.0) * bound
     return torch.from_numpy(values.astype(np.float32).reshape(tuple(shape)))

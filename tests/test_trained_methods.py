@@ -47,9 +47,7 @@ class _Cfg:
     """The fields a strategy object reads."""
 
     def __init__(self, **kw):
-        defaults = {f: getattr(SearchConfig(), f) for f in ("density", "seed", "epochs", "scope", "weight_decay",
-                                                             "rerand_every", "rerand_lambda", "penalty",
-                                                             "freeze_rounds")}
+        defaults = SearchConfig().to_dict()
         self.__dict__.update({**defaults, **kw})
 
 

@@ -3,11 +3,14 @@ pruning-at-initialization method score it once), select an epoch on validation d
 
 The loop is edge-popup's (Ramanujan et al., "What's Hidden in a Randomly Weighted Neural Network?", CVPR 2020),
 with the methods' hooks (:mod:`strongticket.search.methods`) where they differ. Only the scores learn:
-SGD with momentum and a cosine learning-rate schedule (per step), optional weight decay on the scores. On the
+SGD with momentum and a learning-rate schedule (``lr_schedule``: ours is a cosine per optimizer step down to 0; the
+originals set ½(1 + cos(πe/E))·lr once per epoch e = 0..E−1, ``cosine-epoch``; or ``constant``), optional weight
+decay on the scores. On the
 Triton backend, in one process, the scores' SGD step runs inside the backward pass (``optim.ScoreSGD``, same
 checkpoints as ``torch.optim.SGD``); the summary's ``optimizer`` says which ran (``fused-sgd`` or ``sgd``).
-The epoch with the best validation accuracy (a split carved from the training data) is selected; the test
-split is evaluated once, at the end, on the selected masks.
+The epoch with the best validation accuracy (a split carved from the training data; ties go to the later epoch) is
+selected, or the last one (``select_epoch="last"``, where the originals report their last epoch); the test split is
+evaluated once, at the end, on the selected masks (as the method scores a split: supermask's ``eval_samples``).
 
 Regression data (``Splits.task == "regression"``, e.g. ``planted-relu``): the network's last layer is an
 identity head (no softmax), the loss is ``F.mse_loss``, and the keys ``train_mse`` / ``val_mse`` / ``test_mse``
@@ -58,7 +61,7 @@ from ..optim import ScoreSGD
 from ..ticket import save_ticket, weights_sha256
 from . import methods
 
-__all__ = ["run_search", "run_dir"]
+__all__ = ["run_search", "run_dir", "lr_factor"]
 
 _CHECKPOINT_VERSION = 1
 
@@ -145,7 +148,7 @@ def run_search(
     t_prepare = time.perf_counter()
     method.prepare(model, dataclasses.replace(splits, train=train, val=val, test=test))
     if not method.trains:
-        return distributed.on_main(lambda: _finish_untrained(cfg, model, layers, val, test, folder, {
+        return distributed.on_main(lambda: _finish_untrained(cfg, method, model, layers, val, test, folder, {
             "seconds": round(time.perf_counter() - t_prepare, 3), "backend": backend, "device": str(device),
             "seed": cfg.seed, "weights_sha256": frozen_sha, "world_size": world, "run_dir": str(folder),
         }))
@@ -163,10 +166,7 @@ def run_search(
     fused = backend != "torch" and world == 1 and method.fused_optimizer
     optimizer = (ScoreSGD if fused else torch.optim.SGD)(groups, lr=cfg.lr, momentum=cfg.momentum)
     steps_per_epoch = -(-len(train) // cfg.batch_size)
-    total_steps = cfg.epochs * steps_per_epoch
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: 0.5 * (1.0 + math.cos(math.pi * step / total_steps))
-    )
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(cfg.lr_schedule, steps_per_epoch, cfg.epochs))
     writer = _tensorboard(folder) if cfg.tensorboard and main else None
 
     start_epoch, history, best, elapsed = 0, [], None, 0.0
@@ -184,6 +184,10 @@ def run_search(
     bar = tqdm(range(start_epoch, cfg.epochs), initial=start_epoch, total=cfg.epochs, desc="search",
                unit="epoch", disable=True if not main else (not progress) if progress is not None else None,
                leave=False)
+
+    def measure_val(mdl: torch.nn.Module, split: Split) -> tuple[float, float]:
+        return evaluate(mdl, split) if world == 1 else _evaluate_shared(mdl, val_share, len(val))
+
     density = cfg.density
     for epoch in bar:
         t0 = time.perf_counter()
@@ -213,7 +217,7 @@ def run_search(
         if not all(torch.isfinite(p).all() for p in scored):
             raise FloatingPointError(f"scores became non-finite in epoch {epoch + 1}; lower --lr (got {cfg.lr})")
         method.after_epoch(model, epoch)
-        val_metric, val_loss = evaluate(model, val) if world == 1 else _evaluate_shared(model, val_share, len(val))
+        val_metric, val_loss = method.evaluate(model, val, measure_val)
         masks_now = [layer.mask.clone() for layer in layers]
         mask_sha = distributed.tensors_sha256(masks_now + [layer.bias_mask for layer in layers])
         if world > 1:
@@ -235,11 +239,13 @@ def run_search(
             **method.epoch_metrics(model, val),
             "seconds": time.perf_counter() - t0,
         }
-        if density == cfg.density and better(task, val_metric, None if best is None else best[f"val_{m}"]):
+        selected = None if best is None else best[f"val_{m}"]
+        if density == cfg.density and (cfg.select_epoch == "last" or better(task, val_metric, selected)):
             best = {f"val_{m}": val_metric, "epoch": epoch + 1, "masks": masks_now,
                     "bias_masks": [layer.bias_mask for layer in layers], "other": other_state(model),
                     "generations": [None if layer.generation is None else layer.generation.clone() for layer in layers],
-                    "scores": [s.detach().clone() for s in scored] if cfg.save_scores else None}
+                    "scores": ([s.detach().clone() for s in scored] if cfg.save_scores or method.samples_in_eval
+                               else None)}
         history.append(record)
         elapsed += record["seconds"]
         if main:
@@ -265,29 +271,35 @@ def run_search(
 
     if weights_sha256(layers) != frozen_sha:
         raise RuntimeError("frozen weights changed during the search; this is a bug in strongticket")
-    return distributed.on_main(lambda: _finish(cfg, model, layers, scored, best, history, test, folder, {
+    return distributed.on_main(lambda: _finish(cfg, method, model, layers, scored, best, history, test, folder, {
         "seconds": round(elapsed, 3), "backend": backend, "device": str(device), "seed": cfg.seed,
         "weights_sha256": frozen_sha, "world_size": world, "run_dir": str(folder),
         "optimizer": "fused-sgd" if fused else "sgd",
     }))
 
 
-def _finish(cfg: SearchConfig, model: torch.nn.Module, layers: list[MaskedLayer], scored: list[torch.Tensor],
-            best: dict[str, Any], history: list[dict[str, Any]], test: Split, folder: Path,
-            facts: dict[str, Any]) -> dict[str, Any]:
-    """Select the best validation epoch, look at the test split once, write ticket, summary and report."""
+def _finish(cfg: SearchConfig, method: methods.Method, model: torch.nn.Module, layers: list[MaskedLayer],
+            scored: list[torch.Tensor], best: dict[str, Any], history: list[dict[str, Any]], test: Split,
+            folder: Path, facts: dict[str, Any]) -> dict[str, Any]:
+    """Go back to the selected epoch, look at the test split once, write ticket, summary and report."""
     with torch.no_grad():
         model.load_state_dict(best["other"], strict=False)
-        for layer, mask, bias_mask, generation in zip(layers, best["masks"], best["bias_masks"],
-                                                      best.get("generations") or [None] * len(layers)):
-            layer.fix_mask(mask, bias_mask)
+        for layer, generation in zip(layers, best.get("generations") or [None] * len(layers)):
             if generation is not None:  # IteRand: the weights as they were at the selected epoch
                 layer.load_generation(generation)
         if best["scores"] is not None:
             for s, saved in zip(scored, best["scores"]):
                 s.copy_(saved)
-    test_metric, test_loss = evaluate(model, test)
     m = metric_key(test.task)
+    sampled = method.evaluate(model, test, evaluate) if method.samples_in_eval else None  # before masks are fixed
+    with torch.no_grad():
+        for layer, mask, bias_mask in zip(layers, best["masks"], best["bias_masks"]):
+            layer.fix_mask(mask, bias_mask)
+    test_metric, test_loss = evaluate(model, test)
+    if sampled is not None:  # the method's number; the ticket's mask scores ticket_test_<m>
+        facts = {f"ticket_test_{m}": test_metric, "ticket_test_loss": test_loss,
+                 "eval_samples": cfg.eval_samples, **facts}
+        test_metric, test_loss = sampled
     collapsed = methods.collapsed_layers(layers)
     if collapsed:
         hint = ("; supermask's scores start at logit(density) and move by lr·σ'(S) ≤ lr/4: raise --lr (Zhou et al. "
@@ -311,8 +323,8 @@ def _finish(cfg: SearchConfig, model: torch.nn.Module, layers: list[MaskedLayer]
     return summary
 
 
-def _finish_untrained(cfg: SearchConfig, model: torch.nn.Module, layers: list[MaskedLayer], val: Split,
-                      test: Split, folder: Path, facts: dict[str, Any]) -> dict[str, Any]:
+def _finish_untrained(cfg: SearchConfig, method: methods.Method, model: torch.nn.Module, layers: list[MaskedLayer],
+                      val: Split, test: Split, folder: Path, facts: dict[str, Any]) -> dict[str, Any]:
     """Finish a method that found its (now fixed) masks without training: one validation record, then
     :func:`_finish` as for a trained run."""
     val_metric, val_loss = evaluate(model, val)
@@ -324,7 +336,22 @@ def _finish_untrained(cfg: SearchConfig, model: torch.nn.Module, layers: list[Ma
     (folder / "metrics.jsonl").write_text(json.dumps(record) + "\n")
     best = {f"val_{m}": val_metric, "epoch": 0, "masks": masks_now, "bias_masks": [lay.bias_mask for lay in layers],
             "other": other_state(model), "scores": None}
-    return _finish(cfg, model, layers, [], best, [], test, folder, {**facts, "epochs": 0, "rounds": cfg.rounds})
+    return _finish(cfg, method, model, layers, [], best, [], test, folder,
+                   {**facts, "epochs": 0, "rounds": cfg.rounds})
+
+
+def lr_factor(schedule: str, steps_per_epoch: int, epochs: int) -> Callable[[int], float]:
+    """The factor on ``lr`` after ``step`` optimizer steps (``LambdaLR``): ``cosine-step`` ½(1 + cos(π·step/T)),
+    T = epochs·steps_per_epoch (ours); ``cosine-epoch`` ½(1 + cos(π·e/epochs)) in 0-based epoch e (the originals:
+    hidden-networks, biprop, IteRand, Plant 'n' Seek, Gem-Miner); ``constant`` 1 (Zhou et al.)."""
+    total = epochs * steps_per_epoch
+    if schedule == "cosine-step":
+        return lambda step: 0.5 * (1.0 + math.cos(math.pi * step / total))
+    if schedule == "cosine-epoch":
+        return lambda step: 0.5 * (1.0 + math.cos(math.pi * (step // steps_per_epoch) / epochs))
+    if schedule == "constant":
+        return lambda step: 1.0
+    raise ValueError(f"lr_schedule must be one of cosine-step, cosine-epoch, constant, got {schedule!r}")
 
 
 def _loss(logits: torch.Tensor, labels: torch.Tensor, world: int, global_count: int,
@@ -409,7 +436,8 @@ def _report(cfg: SearchConfig, summary: dict[str, Any], history: list[dict[str, 
         f"# {cfg.run_name()}",
         "",
         f"{cfg.algo} on `{cfg.data}`, model `{model_label(cfg)}`, init `{cfg.init}`, "
-        f"density {cfg.density} ({cfg.scope}), seed {cfg.seed}.",
+        f"density {cfg.density} ({cfg.scope}), seed {cfg.seed}"
+        + (f", preset `{cfg.preset}` (docs/presets.md)." if cfg.preset else "."),
         "",
         f"| test {m} | val {m} (best epoch) | kept / total weights | seconds | backend |",
         "|---|---|---|---|---|",

@@ -17,11 +17,14 @@ Hooks a method may override (all default to "do nothing", so edge-popup's loop i
   * ``score_weight_decay()``  the weight decay of the scores' optimizer group (``--weight-decay``);
   * ``before_step(model, step)``, ``after_step(model, step)`` with ``step`` the optimizer steps done so far
                           (0-based before, 1-based after: resume-safe counters), ``after_epoch(model, epoch)``;
+  * ``evaluate(model, split, measure)``  the metric a split is scored by (supermask's ``eval_samples``: the mean
+                          over sampled masks; default: ``measure``, the loop's evaluation of the current masks);
   * ``epoch_metrics(model, val)``  extra keys for the epoch's record;
   * ``state_dict()`` / ``load_state_dict(state)``  tensors the checkpoint must carry (Gem-Miner's frozen flags).
 
 Every method's ticket keeps at most ⌈density·n⌉ weights: the top-k methods exactly that many; supermask and
-gem-miner, whose masks are thresholds of their scores, up to that many (the summary reports the density found).
+gem-miner, whose masks are thresholds of their scores, up to that many (the summary reports the density found) —
+except supermask with ``--no-supermask-cap`` (Zhou et al.'s protocol), which has no density target at all.
 
 Methods (``--algo``):
   edge-popup            M = TopK(|S|), dS = G ⊙ W ⊙ sign(S); Ramanujan et al., CVPR 2020.
@@ -30,10 +33,13 @@ Methods (``--algo``):
   supermask             Bernoulli supermask (Zhou et al., NeurIPS 2019): p = σ(S), a fresh M ~ Bernoulli(p) every
                         training step (torch generator of the device seeded by (seed, layer, step)),
                         straight-through W ⊙ (M + p − sg(p)), so dS = σ'(S) ⊙ G ⊙ W. Scores start at logit(ρ)
-                        (expected density ρ; Zhou's constant ``sigmoid_bias``). Evaluation and the ticket use the
-                        deterministic mask 1[σ(S) > 1/2] capped at the ⌈ρ·n⌉ largest scores (per layer, or over
-                        all layers with ``--scope global``); each epoch also logs ``sampled_val_<metric>`` (one
-                        sampled mask) and ``expected_density`` (mean σ(S)). Use a large ``--lr`` (Zhou: 100).
+                        (expected density ρ; ``--score-init constant``: Zhou's constant ``sigmoid_bias``, 0).
+                        Evaluation and the ticket use the deterministic mask 1[σ(S) > 1/2] capped at the ⌈ρ·n⌉
+                        largest scores (per layer, or over all layers with ``--scope global``; ``--no-supermask-cap``:
+                        uncapped, as Zhou); each epoch also logs ``sampled_val_<metric>`` (one sampled mask) and
+                        ``expected_density`` (mean σ(S)). ``eval_samples`` N > 0: validation and test are scored by
+                        the mean over N sampled masks (Zhou: 10), the ticket keeps the deterministic mask (its test
+                        metric: ``ticket_test_<metric>``). Use a large ``--lr`` (Zhou: 100).
   biprop                edge-popup's top-k and score gradient on binary weights α·sign(W) ⊙ M, α = mean |W| over
                         the kept weights of the layer (its actual count) (Diffenderfer & Kailkhura, ICLR 2021).
                         With signed-constant weights α = |W| and biprop is edge-popup. (The original's cubic
@@ -42,11 +48,13 @@ Methods (``--algo``):
                         steps (0: after every epoch but the last), event r re-draws each pruned weight with
                         probability ``rerand_lambda`` (coin: uniform01 of stream STREAM_REDRAW, generation r) as
                         generation r of the layer's seeded init; the ticket stores each weight's last event.
-                        |S| top-k with dS = G ⊙ W ⊙ sign(S), as edge-popup (the original selects on S without abs).
+                        |S| top-k with dS = G ⊙ W ⊙ sign(S), as edge-popup; ``--score-key signed``: top-k of S with
+                        dS = G ⊙ W, as the original code (any top-k method but biprop may use it).
   gem-miner             Gem-Miner (Sreenivasan et al., NeurIPS 2022): scores p start U[0, 1] (seeded), M =
                         1[p > 1/2] ⊙ q, dS = G ⊙ W ⊙ q, loss + ``penalty``·‖p‖² (as weight decay 2·penalty),
                         p clamped to [0, 1] after every step; N = ``freeze_rounds`` (0: epochs − 1) rounds of
-                        iterative freezing, after epochs ⌈j(E − 1)/N⌉, keep the ⌈ρ^{j/N}·n⌉ active entries of
+                        iterative freezing, after epochs ⌈j(E − 1)/N⌉ (``freeze_every`` T: after epochs jT + 1 < E,
+                        the original's placement), keep the ⌈ρ^{j/N}·n⌉ active entries of
                         largest |p| (per layer or global; biases per layer) and freeze the rest (q = 0). Only
                         epochs after the last round (active density ρ) can be selected.
   random, magnitude, snip, grasp, synflow
@@ -74,7 +82,16 @@ from .base import Method, collapsed_layers, set_density, top_positive
 from .gem_miner import GemMiner, ThresholdRule, keep_active
 from .pai import PRUNE_AT_INIT, PruneAtInit, _pai, _ranks, saliency  # noqa: F401 (_ranks: tests)
 from .supermask import BernoulliRule, Supermask
-from .topk import AnnealedEdgePopup, Biprop, EdgePopup, IteRand, rerandomize
+from .topk import (
+    AnnealedEdgePopup,
+    Biprop,
+    EdgePopup,
+    IteRand,
+    SignedTopKRule,
+    TopKMethod,
+    reinit_scores,
+    rerandomize,
+)
 
 if TYPE_CHECKING:
     from ...config import SearchConfig
@@ -90,6 +107,8 @@ __all__ = [
     "PruneAtInit",
     "METHODS",
     "PRUNE_AT_INIT",
+    "TOP_K",
+    "SIGNED_KEY",
     "get",
     "build",
     "set_density",
@@ -100,6 +119,9 @@ __all__ = [
     "rerandomize",
     "BernoulliRule",
     "ThresholdRule",
+    "SignedTopKRule",
+    "TopKMethod",
+    "reinit_scores",
 ]
 
 METHODS: dict[str, type[Method]] = {
@@ -111,6 +133,10 @@ METHODS: dict[str, type[Method]] = {
     "gem-miner": GemMiner,
     **{name: _pai(name) for name in PRUNE_AT_INIT},
 }
+
+
+TOP_K = ("edge-popup", "annealed-edge-popup", "biprop", "iterand")  # top-k of the scores; --score-init kaiming-uniform
+SIGNED_KEY = ("edge-popup", "annealed-edge-popup", "iterand")  # --score-key signed (not biprop's binary weights)
 
 
 def get(name: str) -> type[Method]:

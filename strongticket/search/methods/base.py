@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -33,6 +34,17 @@ class Method:
     def density_at(self, epoch: int) -> float:
         """The density trained at in 0-based ``epoch``."""
         return self.cfg.density
+
+    @property
+    def samples_in_eval(self) -> bool:
+        """Whether :meth:`evaluate` scores sampled masks (so the selected epoch's scores must be kept)."""
+        return False
+
+    def evaluate(self, model: nn.Module, split: Split,
+                 measure: Callable[[nn.Module, Split], tuple[float, float]]) -> tuple[float, float]:
+        """(metric, mean loss) of ``model`` on ``split`` as the method scores it, for model selection and the test
+        number; ``measure(model, split)`` is the loop's plain evaluation of the current masks."""
+        return measure(model, split)
 
     def score_weight_decay(self) -> float:
         """Weight decay of the scores' optimizer group."""

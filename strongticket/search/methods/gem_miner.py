@@ -26,9 +26,12 @@ class GemMiner(Method):
 
     def __init__(self, cfg: SearchConfig) -> None:
         super().__init__(cfg)
-        rounds = cfg.freeze_rounds or cfg.epochs - 1
-        self.freeze_after = [math.ceil(j * (cfg.epochs - 1) / rounds) for j in range(1, rounds + 1)]  # 1-based
-        self.rounds = rounds
+        if cfg.freeze_every:  # the original's iter_period T: after 1-based epochs T+1, 2T+1, ... (before the last)
+            self.freeze_after = list(range(cfg.freeze_every + 1, cfg.epochs, cfg.freeze_every))
+        else:
+            rounds = cfg.freeze_rounds or cfg.epochs - 1
+            self.freeze_after = [math.ceil(j * (cfg.epochs - 1) / rounds) for j in range(1, rounds + 1)]  # 1-based
+        self.rounds = len(self.freeze_after)
 
     def _round_density(self, j: int) -> float:
         return self.cfg.density if j >= self.rounds else self.cfg.density ** (j / self.rounds)
@@ -117,7 +120,7 @@ class ThresholdRule(ScoreRule):
         for i, layer in enumerate(self.layers):
             if layer.bias_scores is not None:
                 self.bias_active[i] = keep_active([layer.bias_scores], [self.bias_active[i]],
-                                                  keep_count(density, layer.bias_scores.numel()))[0]
+                                                  layer.bias_keep_count(density))[0]
 
 
 def keep_active(scores: list[Tensor], active: list[Tensor], k: int) -> list[Tensor]:
