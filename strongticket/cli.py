@@ -42,7 +42,8 @@ def _search(ns: argparse.Namespace) -> int:
     device = distributed.init_from_env(resolve_device(cfg.device))  # under torchrun: join the process group
     world = distributed.world_size()
     say = print if distributed.is_main() else (lambda *args, **kwargs: None)  # only rank 0 speaks
-    say(f"strongticket search: {cfg.algo} on {cfg.data}, {model_label(cfg)}, density {cfg.density:g} "
+    say(f"strongticket search: {cfg.algo}{f' (preset {cfg.preset})' if cfg.preset else ''} on {cfg.data}, "
+        f"{model_label(cfg)}, density {cfg.density:g} "
           f"({cfg.scope}), init {cfg.init}, seed{'s' if len(seeds) > 1 else ''} {','.join(map(str, seeds))}, "
           f"device {device}, backend {backend_name(device)}"
           + (f", {world} processes (batch {cfg.batch_size} split across them)" if world > 1 else ""))

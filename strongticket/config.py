@@ -1,6 +1,8 @@
 """Frozen dataclass configs that generate their own command-line flags, load from TOML/JSON, and hash.
 
-Precedence: dataclass defaults < ``--config run.toml|run.json`` < flags given on the command line.
+Precedence: dataclass defaults < a preset (``--preset NAME``, :mod:`strongticket.search.presets`: an original
+protocol) < ``--config run.toml|run.json`` < flags given on the command line; in Python, ``SearchConfig(preset=NAME,
+**fields)`` lets the fields given win over the preset.
 Every field is validated on construction; a bad value raises ``ValueError`` with one line naming the field,
 the allowed range and the value. Fields marked ``hashed=False`` (output folder, device) do not change the
 result and are left out of :meth:`SearchConfig.digest`, which names the run folder, so re-running the same
@@ -25,7 +27,8 @@ from typing import Any
 from .data.splits import DATASETS
 from .masks import validate_density
 from .models import MODELS
-from .search.methods import METHODS, PRUNE_AT_INIT
+from .search import presets
+from .search.methods import METHODS, PRUNE_AT_INIT, SIGNED_KEY, TOP_K
 
 MODEL_NAMES = tuple(MODELS)
 
@@ -64,13 +67,16 @@ class SearchConfig:
     density: float = _f(0.5, "fraction of weights kept, in (0, 1]; sparsity = 1 - density")
     scope: str = _f("layer", "top-k per layer, or one global threshold", choices=SCOPES)
     init: str = _f("signed_constant", "frozen weight init",
-                   choices=("signed_constant", "kaiming_normal", "kaiming_uniform", "uniform"))
+                   choices=("signed_constant", "kaiming_normal", "kaiming_uniform", "glorot_normal", "uniform"))
     scale_fan: bool = _f(False, "scale the init's fan-in by the density")
     weights: str = _f("stored", "frozen weights stored on the device, or seeded: regenerated inside the kernels "
                       "from the seed (signed_constant linear layers; same masks bit for bit)",
                       hashed=False, choices=("stored", "seeded"))
     bias: bool = _f(False, "give masked layers a frozen random bias")
     bias_scores: bool = _f(False, "mask the biases too, by their own scores (needs --bias)")
+    bias_density: float | None = _f(None, "fraction of each layer's biases kept, in (0, 1], fixed whatever the weight "
+                                    "density does (needs masked biases: --bias-scores or a planted model; default: "
+                                    "the weight density)", hashed="if-set")
     learn_bn: bool = _f(False, "make batch norm affine and train it with the scores (resnets)")
     epochs: int = _f(40, "passes over the training split")
     batch_size: int = _f(64, "examples per step")
@@ -96,6 +102,29 @@ class SearchConfig:
     penalty: float = _f(1e-4, "gem-miner: lambda of the L2 penalty lambda*||p||^2 on the scores", hashed="if-set")
     freeze_rounds: int = _f(0, "gem-miner: rounds of iterative freezing, spread over the epochs (0: one per epoch "
                             "but the last)", hashed="if-set")
+    freeze_every: int = _f(0, "gem-miner: a freezing round every this many epochs instead, after epochs T+1, 2T+1, ... "
+                           "before the last (Sreenivasan et al.'s iter_period; 0: --freeze-rounds decides)",
+                           hashed="if-set")
+    score_init: str = _f("method", "initial scores: method = each method's own (edge-popup U(+-1/sqrt(fan_in)), "
+                         "supermask logit(density), gem-miner U[0, 1]); kaiming-uniform = U(+-sqrt(6/fan_in)) "
+                         "(IteRand; top-k methods); constant = --score-constant everywhere (supermask; Zhou et al.: 0)",
+                         hashed="if-set", choices=("method", "kaiming-uniform", "constant"))
+    score_constant: float = _f(0.0, "the value of --score-init constant", hashed="if-set")
+    score_key: str = _f("abs", "what the top-k ranks: abs = |S|, dS = G*W*sign(S) (edge-popup); signed = S, dS = G*W "
+                        "(IteRand's code)", hashed="if-set", choices=("abs", "signed"))
+    supermask_cap: bool = _f(True, "supermask: cap the mask 1[sigmoid(S) > 1/2] at the ceil(density*n) largest scores "
+                             "(off: no density target, as Zhou et al.)", hashed="if-set")
+    eval_samples: int = _f(0, "supermask: score validation and test by the mean over this many sampled masks (Zhou et "
+                           "al.: 10; 0: the deterministic mask); the ticket stores the deterministic mask",
+                           hashed="if-set")
+    lr_schedule: str = _f("cosine-step", "cosine-step (ours: cosine per optimizer step, down to 0), cosine-epoch "
+                          "(lr*(1+cos(pi*e/E))/2 in epoch e = 0..E-1, as the originals), constant", hashed="if-set",
+                          choices=("cosine-step", "cosine-epoch", "constant"))
+    select_epoch: str = _f("best-val", "the epoch the ticket comes from: best-val (ours: best validation metric, ties "
+                           "to the later epoch) or last", hashed="if-set", choices=("best-val", "last"))
+    preset: str | None = _f(None, f"an original protocol, one of {', '.join(presets.PRESETS)} (docs/presets.md): sets "
+                            "every field not given; a field given in --config or as a flag overrides it",
+                            hashed=False)
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -139,16 +168,46 @@ class SearchConfig:
                            ("freeze_rounds", "gem-miner")):
             if getattr(self, name) != _DEFAULTS[name] and self.algo != algo:
                 raise ValueError(f"{name} needs algo {algo}, got algo {self.algo!r}")
+        self._check_protocol_fields()
         if self.algo == "gem-miner" and self.epochs < 2:
             raise ValueError(f"epochs must be an integer in [2, 100000] for gem-miner (a freezing round ends before "
                              f"the last epoch), got {self.epochs}")
         if self.weights == "seeded" and self.algo in ("supermask", "biprop", "iterand", "gem-miner"):
             raise ValueError(f"weights=seeded regenerates W = ±scale inside the kernels; algo {self.algo} computes "
                              f"with other weights or masks: use weights=stored")
+        if self.bias_density is not None:
+            validate_density(self.bias_density, "bias_density")
+            if not (self.bias_scores or self.model.startswith("planted")):
+                raise ValueError("bias_density needs masked biases: add --bias --bias-scores (planted models always "
+                                 "mask their biases)")
+            if self.algo in PRUNE_AT_INIT and self.bias_density < 1:
+                raise ValueError(f"bias_density must be 1 for {self.algo}: pruning at init keeps every bias, "
+                                 f"got {self.bias_density!r}")
         if self.algo in PRUNE_AT_INIT and (self.bias_scores or self.learn_bn):
             raise ValueError(f"bias_scores and learn_bn need a trained algo; {self.algo} does not train")
         if self.data_root is not None and not Path(self.data_root).expanduser().is_dir():
             raise ValueError(f"data_root must be an existing folder, got {self.data_root!r}")
+
+    def _check_protocol_fields(self) -> None:
+        """The fields the presets brought (score init and key, supermask's evaluation, Gem-Miner's period, the
+        schedule, the epoch rule)."""
+        _check_int("freeze_every", self.freeze_every, 0, max(self.epochs - 2, 0))
+        if self.freeze_every and self.freeze_rounds:
+            raise ValueError(f"give freeze_every or freeze_rounds, not both; got {self.freeze_every} and "
+                             f"{self.freeze_rounds}")
+        _check_int("eval_samples", self.eval_samples, 0, 10_000)
+        _check_float("score_constant", self.score_constant, -math.inf, math.inf)
+        needs = {"freeze_every": ("gem-miner",), "supermask_cap": ("supermask",), "eval_samples": ("supermask",),
+                 "score_key": SIGNED_KEY}
+        needs["score_init"] = {"kaiming-uniform": TOP_K, "constant": ("supermask",)}.get(self.score_init, METHODS)
+        for name, algos in needs.items():
+            if getattr(self, name) != _DEFAULTS[name] and self.algo not in algos:
+                raise ValueError(f"{name} {getattr(self, name)!r} needs algo {' or '.join(algos)}, "
+                                 f"got algo {self.algo!r}")
+        if self.score_constant != 0 and self.score_init != "constant":
+            raise ValueError(f"score_constant needs score_init constant, got score_init {self.score_init!r}")
+        if self.preset is not None:
+            presets.get(self.preset)
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}
@@ -173,6 +232,26 @@ class SearchConfig:
 
 
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(SearchConfig)}
+_dataclass_init = SearchConfig.__init__
+
+
+def _init_with_preset(self: SearchConfig, *args: Any, **values: Any) -> None:
+    """``SearchConfig(**values)``: with ``preset=NAME``, the preset's values fill every field not in ``values``."""
+    if args:
+        raise TypeError("SearchConfig takes keyword arguments only")
+    name = values.get("preset")
+    if name is None:
+        return _dataclass_init(self, **values)
+    density = validate_density(values.get("density", _DEFAULTS["density"]))
+    given = presets.get(name).values(density)
+    try:
+        _dataclass_init(self, **{**given, **values})
+    except ValueError as e:
+        raise ValueError(f"{e} (preset {name} sets {', '.join(given)}; a field given explicitly overrides "
+                         f"it)") from None
+
+
+SearchConfig.__init__ = _init_with_preset  # type: ignore[method-assign]
 
 
 def _jsonable(v: Any) -> Any:

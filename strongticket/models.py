@@ -18,8 +18,10 @@ the seed, names each layer's random stream, so a model config plus a seed determ
   frozen weights and biases are the mother network's (``strongticket.planted.planted_model``), so that a
   searched ticket can be compared with the planted one (``strongticket plant --masks``). ``init``,
   ``scale_fan``, ``bias`` and ``bias_scores`` do not apply: the weights are the planted ones and the biases
-  always have scores, as in Plant 'n' Seek. Its outputs are raw, as in Plant 'n' Seek's searches, where the
-  planted masks compute the target times the planting scale (1e-5 to 3e-4), not the target.
+  always have scores, as in Plant 'n' Seek (their budget: ``bias_density``, default the weight density). Its
+  outputs are raw, as in Plant 'n' Seek's searches, where the planted masks compute the target times the planting
+  scale, not the target (one common scale for Circle's 4 logits, so the argmax is the target's; per output for
+  the regression tasks; 5e-7 to 4e-3 over seeds 0-2 at depth 5 x width 100).
 - ``planted-scaled``: the same network with the fixed read-out outputs / planting scale, in which the planted
   masks compute the target exactly (the planted ticket is a solution of the task searched for).
 """
@@ -247,8 +249,9 @@ def build_model(name: str, input_shape: Sequence[int], num_classes: int, **kwarg
 
 
 def model_from_config(cfg: Any, input_shape: Sequence[int], num_classes: int) -> nn.Module:
-    """The model a search config describes, with a global threshold when ``cfg.scope == "global"`` and binary
-    weights for ``cfg.algo == "biprop"`` (so that a loaded biprop ticket computes as it was searched)."""
+    """The model a search config describes, with a global threshold when ``cfg.scope == "global"``, the bias budget
+    ``cfg.bias_density`` on every masked bias, and binary weights for ``cfg.algo == "biprop"`` (so that a loaded
+    biprop ticket computes as it was searched)."""
     kwargs: dict[str, Any] = dict(width=cfg.width, density=cfg.density, init=cfg.init, seed=cfg.seed,
                                   scale_fan=cfg.scale_fan, bias=cfg.bias, bias_scores=cfg.bias_scores,
                                   learn_bn=cfg.learn_bn, weights=getattr(cfg, "weights", "stored"))
@@ -257,6 +260,11 @@ def model_from_config(cfg: Any, input_shape: Sequence[int], num_classes: int) ->
     if cfg.model.startswith("planted"):
         kwargs["data"] = cfg.data
     model = build_model(cfg.model, input_shape, num_classes, **kwargs)
+    bias_density = getattr(cfg, "bias_density", None)
+    if bias_density is not None:
+        for layer in masked_layers(model):
+            if layer.bias_scores is not None:
+                layer.set_bias_density(bias_density)
     if cfg.scope == "global":
         use_global_topk(model, cfg.density)
     if getattr(cfg, "algo", None) == "biprop":

@@ -159,8 +159,10 @@ def binary_alpha(weight: Tensor, mask: Tensor) -> Tensor:
 class MaskedLayer(nn.Module):
     """Shared state of masked layers: frozen ``weight``, learnable ``scores``, optional frozen ``bias``.
 
-    With ``bias_scores=True`` the frozen random bias is masked too: its own scores, top-k at the layer's density
-    (per layer, even under a global threshold), straight-through like the weights.
+    With ``bias_scores=True`` the frozen random bias is masked too: its own scores, top-k per layer (even under a
+    global threshold), straight-through like the weights. Its budget ``bias_k`` = ⌈d_b·n_out⌉ with d_b the layer's
+    ``bias_density`` when one is set (:meth:`set_bias_density`; weight-density schedules leave it alone), else the
+    weight density (Plant 'n' Seek's rule: biases at the weights' fraction).
     """
 
     weight: nn.Parameter
@@ -213,11 +215,12 @@ class MaskedLayer(nn.Module):
         if bias_scores:
             bs = init_scores((shape[0],), seed, layer, fan_in=math.prod(shape[1:]), kind=STREAM_BIAS_SCORES)
             self.bias_scores = nn.Parameter(bs)
-            self.bias_k = masks.keep_count(self.density, shape[0])
         else:
             self.register_parameter("bias_scores", None)
         self.register_buffer("fixed_bias_mask", None)
+        self.bias_density: float | None = None
         self.k = masks.keep_count(self.density, math.prod(shape))
+        self._set_bias_k()
         self._selector: GlobalTopK | None = None
         self.register_buffer("fixed_mask", None)
         self.register_buffer("generation", None)
@@ -348,12 +351,27 @@ class MaskedLayer(nn.Module):
             self.fixed_bias_mask = bias_mask.to(self.weight.device)
 
     def set_density(self, density: float) -> None:
-        """Keep ⌈density·n⌉ weights (and biases) from now on; under a global threshold set the selector's density
-        instead. Only k changes: the frozen weights keep the init they were drawn with."""
+        """Keep ⌈density·n⌉ weights (and biases, unless a bias density is set) from now on; under a global threshold
+        set the selector's density instead. Only k changes: the frozen weights keep the init they were drawn with."""
         self.density = masks.validate_density(density)
         self.k = masks.keep_count(self.density, self.scores.numel())
+        self._set_bias_k()
+
+    def set_bias_density(self, bias_density: float | None) -> None:
+        """Keep ⌈bias_density·n_out⌉ biases from now on, whatever the weight density does; None: follow it."""
+        if self.bias_scores is None:
+            raise ValueError(f"bias_density needs bias scores: layer {self.layer_index} has no masked bias")
+        self.bias_density = None if bias_density is None else masks.validate_density(bias_density, "bias_density")
+        self._set_bias_k()
+
+    def bias_keep_count(self, density: float) -> int:
+        """Biases kept when the weights keep ``density``: ⌈d_b·n_out⌉, d_b = :attr:`bias_density` or ``density``."""
+        d = density if self.bias_density is None else self.bias_density
+        return masks.keep_count(d, self.bias_scores.numel())
+
+    def _set_bias_k(self) -> None:
         if self.bias_scores is not None:
-            self.bias_k = masks.keep_count(self.density, self.bias_scores.numel())
+            self.bias_k = self.bias_keep_count(self.density)
 
     def kept(self) -> int:
         """Number of weights the current mask keeps."""
@@ -407,6 +425,7 @@ class MaskedLayer(nn.Module):
             f"density={self.density}, init={self.init}, seed={self.seed}, layer={self.layer_index}"
             + (", mask=fixed" if self.fixed_mask is not None else "")
             + (", global" if self._selector is not None else "")
+            + (f", bias_density={self.bias_density}" if self.bias_density is not None else "")
             + (", binary" if self.binary else "")
             + (", redrawn" if self.generation is not None else "")
             + (f", rule={type(self.rule).__name__}" if self.rule is not None else "")

@@ -163,7 +163,7 @@ def test_found_mask_file_is_reported(tmp_path):
     np.savez(path, mask0=p.masks[0], mask1=p.masks[1])
     r = plant_report("relu", 3, 100, 0, quick=True, masks_path=str(path))
     assert r["planted_path_survives"] and r["recovery"][0]["jaccard"] == 1.0
-    assert r["found_test_metric"] == pytest.approx(r["test_metric_float64"])
+    assert r["found_test_metric"] == pytest.approx(r["planted_metric"])
     assert (r["planted"], r["total"]) == (2, 200)
 
 

@@ -11,8 +11,10 @@ import pytest
 import torch
 
 from strongticket.cli import main
-from strongticket.planted import bench
+from strongticket.data.splits import PLANTED_TASK_SEED
+from strongticket.planted import bench, make_task
 from strongticket.planted.plant import plant_task
+from strongticket.planted.recovery import masked_task_metric
 from strongticket.search import methods
 
 TINY = ["--tasks", "relu", "--algos", "edge-popup,snip", "--densities", "0.1,planted", "--epochs", "1"]
@@ -51,21 +53,30 @@ def test_bench_writes_results_table_plots_and_reruns_without_searching(tmp_path,
     planted = plant_task("relu", 5, 100, 0)
     ep01, ep_planted = records[0], records[1]
     assert ep_planted["density"] == planted.density == ep_planted["planted_density"]
-    # ⌈d·n⌉ per layer over layers of 100, 10,000, 10,000 and 100 weights: 1 + 2 + 2 + 1 kept
-    assert ep_planted["achieved_density"] == pytest.approx(6 / 20_200)
+    # the planted column: one global threshold, ⌈ρ·N⌉ = ⌈(4 / 20,200)·20,200⌉ = 5 (the float ρ rounds up)
+    assert ep_planted["achieved_density"] == pytest.approx(5 / 20_200)
     assert ep01["achieved_density"] == pytest.approx(0.1) and ep01["epochs"] == 1 and ep01["batch_size"] == 256
+    configs = [json.loads((Path(r["run_dir"]) / "config.json").read_text()) for r in (ep01, ep_planted)]
+    assert [(c["scope"], c["bias_density"]) for c in configs] == [("layer", 1.0), ("global", 1.0)]
     for r in (ep01, ep_planted):
         assert r["metric"] == "mse" and r["test_metric"] > 0
         # the run's own test MSE and the recovery report's (float64 over the mother network) agree
         assert r["found_test_metric"] == pytest.approx(r["test_metric"], rel=1e-4)
         assert 0 <= r["jaccard"] <= r["recall"] <= 1 and isinstance(r["planted_path_survives"], bool)
         assert len(r["layer_jaccard"]) == 4 and r["planted_test_metric"] < 1e-3  # an exact solution: noise only
+        assert -1 <= r["recall_lift"] <= 1 and -1 <= r["jaccard_lift"] <= 1
+        assert r["bias_recall"] is None and r["bias_recall_lift"] is None  # the ReLU ticket plants no bias
+        # ReLU's ticket fits every budget: the reference is the planted ticket, raw outputs as searched
+        assert r["representable"] and r["best_within_budget_as_searched"] == r["planted_test_metric_raw"]
 
     md = (out / "bench.md").read_text()
     assert "## relu: test mse" in md and "| method | 0.1 | planted (0.0002) |" in md
     assert "| snip | n/a: needs classification | n/a: needs classification |" in md
     row = next(line for line in md.splitlines() if line.startswith("| edge-popup |"))
-    assert row.count("|") == 4 and row.count(" · J ") == 2 and row.count(" ± ") == 2
+    assert row.count("|") == 4 and row.count(" · J+ ") == 2 and row.count(" ± ") == 2 and row.count(" · × ") == 2
+    assert row.count(" · bR+ n/a") == 2
+    ref = next(line for line in md.splitlines() if line.startswith("| planted ticket cut to the budget |"))
+    assert ref.count("(representable 1/1)") == 2
     assert "strongticket plant --bench --quick" in md and "--densities 0.1,planted" in md and "torch " in md
     assert '| edge-popup | {"lr": 0.1' in md and "2 runs searched now" in md
     assert (out / "relu.png").is_file() == ("plots skipped" not in md)
@@ -153,5 +164,26 @@ def test_bench_searches_the_raw_or_the_scaled_planted_network(tmp_path, scaled) 
     assert (r["planted_test_metric_as_searched"] < 1e-3) == scaled
     assert r["found_test_metric"] == pytest.approx(r["test_metric"], rel=1e-4)
     md = (out / "bench.md").read_text()
-    assert ("--scaled" in md) == scaled and ("outputs / scale):" in md) == scaled
-    assert ("`--model planted-scaled`" in md) == scaled
+    assert ("--scaled" in md) == scaled
+    assert ("(`--model planted-scaled`, outputs / scale)" if scaled else "(`--model planted`, raw outputs)") in md
+    # the reference is the planted ticket in the network as searched
+    assert r["best_within_budget_as_searched"] == r["planted_test_metric_as_searched"]
+
+
+def test_each_cell_is_compared_with_its_own_seeds_planted_ticket(tmp_path) -> None:
+    """Seeds 0 and 1 plant different networks: each record carries its own seed's reference, and the table's
+    reference row is their mean, not seed 0's."""
+    bench.run_bench(tmp_path / "b", tasks=("relu",), methods=("random",), densities=("planted",), seeds=(0, 1),
+                    progress=False)
+    records = [json.loads(line) for line in (tmp_path / "b" / "results.jsonl").read_text().splitlines()]
+    raw = []
+    for r in records:
+        p = plant_task("relu", 5, 100, r["seed"])
+        data = make_task("relu", seed=PLANTED_TASK_SEED)
+        expected = masked_task_metric(p, list(p.masks), data.x_test, data.y_test, list(p.bias_masks), scaled=False)
+        assert r["planted_test_metric_raw"] == r["best_within_budget_as_searched"] == expected
+        raw.append(expected)
+    assert raw[0] != raw[1]
+    md = (tmp_path / "b" / "bench.md").read_text()
+    mean = (raw[0] + raw[1]) / 2
+    assert f"| planted ticket cut to the budget | {mean:.3g} ± " in md and "(representable 2/2)" in md

@@ -1,14 +1,24 @@
 """``strongticket plant``: build a planted network and print its ground truth, or run the planted benchmark.
 
     strongticket plant --task circle|relu|helix [--depth 5] [--width 100] [--seed 0] [--quick] [--json]
+                       [--density D|planted [--scope layer|global] [--bias-density DB]]
                        [--masks FOUND.npz|TICKET.safetensors]
     strongticket plant --bench [--quick] [--scaled] [--out DIR] [--tasks circle,relu,helix] [--algos a,b,...]
                        [--densities 0.5,0.1,0.01,planted] [--seeds 0,1,2] [--epochs 10]
 
-Prints the planted weights and density per layer and in total (weights only, as the paper), and the planted
-ticket's test metric (accuracy / MSE) in float64 and through strongticket's MaskedLinear layers (float32).
-``--masks`` takes an ``.npz`` with arrays ``mask0 .. mask{L-1}`` (bool, (n_out, n_in)), or a ticket
-(``.safetensors``) searched on ``planted-<task>``, and adds their recovery metrics and task metric (the found
+Prints the planted weights and density per layer and in total (weights only, as the paper), the planted biases,
+and the planted ticket's test metric (accuracy / MSE): ``planted_metric`` = the planted masks' outputs divided by
+the planting scale (the target's metric), float64; ``planted_metric_float32`` the same through strongticket's
+MaskedLinear layers; ``raw_metric`` = the raw outputs (the network as ``--model planted`` searches it), float64
+(equal to ``planted_metric`` for Circle, whose logits share one scale). ``--density`` adds the budget of a search at
+that density (:mod:`strongticket.planted.budget`; default the benchmark's rule: per layer for a number, one global
+threshold at the planted density for ``planted``, every bias kept; ``--scope`` / ``--bias-density`` override it),
+``representable`` (the planted ticket fits in it) and ``best_within_budget`` (the planted ticket cut to it, test
+metric with outputs / scale; ``best_within_budget_raw`` with raw outputs).
+``--masks`` takes an ``.npz`` with arrays ``mask0 .. mask{L-1}`` (bool, (n_out, n_in)) and optionally
+``bias_mask0 ..`` (bool, (n_out,)), or a ticket (``.safetensors``) searched on ``planted-<task>``, and adds their
+recovery metrics (per layer, and summarised with lifts over a random mask of the same density:
+:mod:`strongticket.planted.recovery`; the same for the bias masks when there are some) and task metric (the found
 masks applied to the mother network, outputs / planting scale). A ticket searched with ``--model planted`` or
 ``planted-scaled`` masks this very mother network: depth, width and seed default to the ticket's own (the mother
 network is drawn from the ticket's seed; giving other values is an error), and its task metric is the ticket's own
@@ -26,7 +36,8 @@ then ``results.jsonl``, ``bench.md`` and plots in ``--out`` (default ``runs/plan
 ``--quick`` then means the quick size (seed 0, 2 epochs). Running the same command again skips the finished runs.
 ``--algos`` defaults to every registered method (and lists those the benchmark has settings for that are not
 registered yet as skipped); ``--seeds`` / ``--epochs`` to the size's. The single-network
-options (``--task``, ``--depth``, ``--width``, ``--seed``, ``--masks``, ``--json``) do not combine with
+options (``--task``, ``--depth``, ``--width``, ``--seed``, ``--density``, ``--scope``, ``--bias-density``,
+``--masks``, ``--json``) do not combine with
 ``--bench``, nor the bench options with it absent. ``add_plant_parser(subparsers)`` registers the command;
 a bad value raises a one-line ValueError (``cli.main`` prints it and exits 2).
 """
@@ -42,8 +53,17 @@ import numpy as np
 import torch
 
 from ..data.splits import PLANTED_TASK_SEED
+from .budget import SCOPES, best_within_budget, budget, budget_rule
 from .plant import Planted, plant_task, planted_model
-from .recovery import has_path, mask_recovery, masked_task_metric, planted_path_survives, task_metric, task_metric_name
+from .recovery import (
+    has_path,
+    mask_recovery,
+    masked_task_metric,
+    planted_path_survives,
+    recovery_summary,
+    task_metric,
+    task_metric_name,
+)
 from .targets import TASKS
 from .tasks import make_task
 
@@ -52,17 +72,25 @@ __all__ = ["PLANTED_MODELS", "add_plant_parser", "plant_report"]
 PLANTED_MODELS = ("planted", "planted-scaled")
 
 
-def _load_masks(path: str, p: Planted) -> list[np.ndarray]:
-    """Masks per layer, bool (n_out, n_in), from an ``.npz`` (``mask0..``) or a ticket ``.safetensors``."""
+def _load_masks(path: str, p: Planted) -> tuple[list[np.ndarray], list[np.ndarray] | None]:
+    """Weight masks per layer, bool (n_out, n_in), and bias masks (bool (n_out,), None when the file has none), from
+    an ``.npz`` (``mask0..``, ``bias_mask0..``) or a ticket ``.safetensors``."""
     if not Path(path).is_file():
         raise FileNotFoundError(f"masks file not found: {path}")
     if path.endswith(".safetensors"):
-        return _ticket_masks(path, p)
+        return _ticket_masks(path, p), _ticket_bias_masks(path)
     with np.load(path) as z:
         missing = [f"mask{i}" for i in range(len(p.masks)) if f"mask{i}" not in z]
         if missing:
             raise ValueError(f"masks file must hold mask0..mask{len(p.masks) - 1}, missing {', '.join(missing)}")
-        return [z[f"mask{i}"].astype(bool) for i in range(len(p.masks))]
+        masks = [z[f"mask{i}"].astype(bool) for i in range(len(p.masks))]
+        if not any(key.startswith("bias_mask") for key in z):
+            return masks, None
+        missing = [f"bias_mask{i}" for i in range(len(p.masks)) if f"bias_mask{i}" not in z]
+        if missing:
+            raise ValueError(f"masks file with bias masks must hold bias_mask0..bias_mask{len(p.masks) - 1}, "
+                             f"missing {', '.join(missing)}")
+        return masks, [z[f"bias_mask{i}"].astype(bool) for i in range(len(p.masks))]
 
 
 def _planted_ticket(path: str | None) -> dict[str, Any] | None:
@@ -75,10 +103,12 @@ def _planted_ticket(path: str | None) -> dict[str, Any] | None:
     return config if config.get("model") in PLANTED_MODELS else None
 
 
-def _ticket_bias_masks(path: str) -> list[np.ndarray]:
+def _ticket_bias_masks(path: str) -> list[np.ndarray] | None:
+    """The ticket's bias masks, or None unless every layer has one (a ticket searched without masked biases)."""
     from ..ticket import read_ticket
 
-    return [m.cpu().numpy().astype(bool) for m in read_ticket(path).bias_masks]
+    masks = read_ticket(path).bias_masks
+    return None if any(m is None for m in masks) else [m.cpu().numpy().astype(bool) for m in masks]
 
 
 def _ticket_masks(path: str, p: Planted) -> list[np.ndarray]:
@@ -110,8 +140,13 @@ def _resolve(name: str, given: int | None, from_ticket: int | None, default: int
 
 
 def plant_report(task: str, depth: int | None = None, width: int | None = None, seed: int | None = None, *,
-                 quick: bool = False, masks_path: str | None = None) -> dict[str, Any]:
-    """Everything ``strongticket plant`` prints, as a dict (None: the planted ticket's value, else the default)."""
+                 quick: bool = False, masks_path: str | None = None, density: float | str | None = None,
+                 scope: str | None = None, bias_density: float | None = None) -> dict[str, Any]:
+    """Everything ``strongticket plant`` prints, as a dict (None: the planted ticket's value, else the default).
+    ``density`` (a number or ``"planted"``) adds the budget there: :func:`~strongticket.planted.budget.budget_rule`,
+    with ``scope`` / ``bias_density`` overriding it."""
+    if density is None and (scope is not None or bias_density is not None):
+        raise ValueError("scope and bias_density need a density (--density)")
     cfg = _planted_ticket(masks_path)
     widths = cfg.get("widths") or (100, 100, 100) if cfg is not None else None
     depth = _resolve("depth", depth, None if cfg is None else len(widths) + 2, 5, masks_path)
@@ -122,28 +157,46 @@ def plant_report(task: str, depth: int | None = None, width: int | None = None, 
     model = planted_model(p)
     with torch.no_grad():
         out32 = model(torch.from_numpy(data.x_test).float()).double().numpy()
+    raw = p.forward(data.x_test)
     report: dict[str, Any] = {
         "task": task, "depth": depth, "width": width, "seed": seed, "widths": list(p.widths),
-        "layers": [{"layer": i, "planted": k, "total": n, "density": k / n}
-                   for i, (k, n) in enumerate(zip(p.planted_counts, p.total_counts))],
-        "planted": sum(p.planted_counts), "total": sum(p.total_counts), "density": p.density,
-        "fallbacks": p.fallbacks, "scale": p.scale.tolist(), "metric": task_metric_name(task),
-        "test_size": len(data.y_test),
-        "test_metric_float64": task_metric(task, p.forward(data.x_test) / p.scale, data.y_test),
-        "test_metric_float32": task_metric(task, out32, data.y_test),  # the model's read-out divides by scale
+        "layers": [{"layer": i, "planted": k, "total": n, "density": k / n, "planted_biases": kb, "biases": nb}
+                   for i, (k, n, kb, nb) in enumerate(zip(p.planted_counts, p.total_counts, p.planted_bias_counts,
+                                                          p.widths[1:]))],
+        "planted": sum(p.planted_counts), "total": sum(p.total_counts), "planted_density": p.density,
+        "planted_biases": sum(p.planted_bias_counts), "fallbacks": p.fallbacks, "scale": p.scale.tolist(),
+        "metric": task_metric_name(task), "test_size": len(data.y_test),
+        "planted_metric": task_metric(task, raw / p.scale, data.y_test),
+        "planted_metric_float32": task_metric(task, out32, data.y_test),  # the model's read-out divides by scale
+        "raw_metric": task_metric(task, raw, data.y_test),
     }
+    if density is not None:
+        rule = budget_rule(density, p.density)
+        rule["scope"] = rule["scope"] if scope is None else scope
+        rule["bias_density"] = rule["bias_density"] if bias_density is None else bias_density
+        b = budget(p, **rule)
+        best = best_within_budget(p, b, data)
+        report.update({"budget": b.as_dict(), "representable": best["representable"],
+                       "best_within_budget": best["metric"], "best_within_budget_raw": best["raw_metric"],
+                       "cut_weights": best["cut_weights"], "cut_biases": best["cut_biases"]})
     if masks_path is not None:
-        found = _load_masks(masks_path, p)
-        report["recovery"] = [r.as_dict() for r in mask_recovery(found, p.masks)]
+        found, found_bias = _load_masks(masks_path, p)
+        layers = mask_recovery(found, p.masks)
+        report["recovery"] = [r.as_dict() for r in layers]
+        report["recovery_summary"] = recovery_summary(layers)
+        if found_bias is not None:
+            bias_layers = mask_recovery(found_bias, p.bias_masks)
+            report["bias_recovery"] = [r.as_dict() for r in bias_layers]
+            report["bias_recovery_summary"] = recovery_summary(bias_layers)
         report["planted_path_survives"] = planted_path_survives(found, p.masks)
         report["has_path"] = has_path(found)
         if cfg is None:
-            report["found_test_metric"] = masked_task_metric(p, found, data.x_test, data.y_test)
+            report["found_test_metric"] = masked_task_metric(p, found, data.x_test, data.y_test, found_bias)
         else:  # the ticket's own network on the test split it was searched on
             searched = make_task(task, seed=PLANTED_TASK_SEED, n=10_000)
             scaled = cfg["model"] == "planted-scaled"
-            report["found_test_metric"] = masked_task_metric(p, found, searched.x_test, searched.y_test,
-                                                             _ticket_bias_masks(masks_path), scaled=scaled)
+            report["found_test_metric"] = masked_task_metric(p, found, searched.x_test, searched.y_test, found_bias,
+                                                             scaled=scaled)
             report["planted_test_metric_as_searched"] = masked_task_metric(
                 p, list(p.masks), searched.x_test, searched.y_test, list(p.bias_masks), scaled=scaled)
             report["scaled_outputs"] = scaled
@@ -151,17 +204,37 @@ def plant_report(task: str, depth: int | None = None, width: int | None = None, 
     return report
 
 
+def _lift(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:+.4f}"
+
+
 def _print(r: dict[str, Any]) -> None:
     print(f"planted {r['task']} ticket in widths {r['widths']} (depth {r['depth']}, seed {r['seed']})")
     for layer in r["layers"]:
-        print(f"  layer {layer['layer']}: {layer['planted']:>6} / {layer['total']:>6}  density {layer['density']:.4f}")
-    print(f"  total  : {r['planted']:>6} / {r['total']:>6}  density {r['density']:.4f}  (fallbacks {r['fallbacks']})")
-    print(f"  planted ticket test {r['metric']} (n={r['test_size']}): float64 {r['test_metric_float64']:.6g}, "
-          f"MaskedLinear float32 {r['test_metric_float32']:.6g}")
+        print(f"  layer {layer['layer']}: {layer['planted']:>6} / {layer['total']:>6}  density {layer['density']:.4f}"
+              f"  biases {layer['planted_biases']} / {layer['biases']}")
+    print(f"  total  : {r['planted']:>6} / {r['total']:>6}  density {r['planted_density']:.4f}  "
+          f"(fallbacks {r['fallbacks']})")
+    print(f"  planted ticket test {r['metric']} (n={r['test_size']}): outputs / scale {r['planted_metric']:.6g} "
+          f"(MaskedLinear float32 {r['planted_metric_float32']:.6g}), raw outputs {r['raw_metric']:.6g}")
+    if "budget" in r:
+        b = r["budget"]
+        kept = (f"weights {b['weights']} per layer" if b["scope"] == "layer" else f"{b['total']} weights in all")
+        print(f"  budget at density {b['density']:.4g} ({b['scope']}): {kept}, biases {b['biases']}; planted ticket "
+              f"representable: {r['representable']}; best within budget (the planted ticket cut by "
+              f"{r['cut_weights']} weights, {r['cut_biases']} biases): {r['best_within_budget']:.6g}, raw outputs "
+              f"{r['best_within_budget_raw']:.6g}")
     if "recovery" in r:
         for rec in r["recovery"]:
             print(f"  found layer {rec['layer']}: precision {rec['precision']:.4f} recall {rec['recall']:.4f} "
-                  f"jaccard {rec['jaccard']:.4f}")
+                  f"jaccard {rec['jaccard']:.4f}  lift over random: recall {_lift(rec['recall_lift'])} "
+                  f"jaccard {_lift(rec['jaccard_lift'])}")
+        for name in ("recovery_summary", "bias_recovery_summary"):
+            if name in r:
+                m = r[name]
+                what = "biases" if name.startswith("bias") else "weights"
+                print(f"  {what}, mean over layers with planted entries: recall lift {_lift(m['recall_lift'])}, "
+                      f"jaccard lift {_lift(m['jaccard_lift'])}")
         print(f"  planted path survives: {r['planted_path_survives']}; input-output path: {r['has_path']}; "
               f"found ticket test {r['metric']}: {r['found_test_metric']:.6g}")
         if "planted_test_metric_as_searched" in r:
@@ -180,7 +253,7 @@ def _ticket_task(path: str) -> str | None:
     return data[len("planted-"):] if data.startswith("planted-") else None
 
 
-_SINGLE = ("task", "depth", "width", "seed", "masks")
+_SINGLE = ("task", "depth", "width", "seed", "density", "scope", "bias_density", "masks")
 _BENCH = ("out", "tasks", "algos", "densities", "seeds", "epochs", "scaled")
 
 
@@ -193,13 +266,21 @@ def _csv(text: str, name: str, kind: type) -> tuple[Any, ...]:
         raise ValueError(f"{name} must be comma-separated {kinds}, got {text!r}") from None
 
 
-def _density(item: str) -> float | str:
+def _density(item: str, name: str = "densities") -> float | str:
     if item == "planted":
         return item
     try:
         return float(item)
     except ValueError:
-        raise ValueError(f"densities must be numbers in (0, 1] or 'planted', got {item!r}") from None
+        what = "densities must be numbers" if name == "densities" else f"{name} must be a number"
+        raise ValueError(f"{what} in (0, 1] or 'planted', got {item!r}") from None
+
+
+def _number(name: str, text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"{name} must be a number in (0, 1], got {text!r}") from None
 
 
 def _epochs(text: str) -> int:
@@ -241,7 +322,10 @@ def _run(ns: argparse.Namespace) -> int:
     task = ns.task
     if task is None:
         task = (_ticket_task(ns.masks) if ns.masks else None) or "circle"
-    r = plant_report(task, ns.depth, ns.width, ns.seed, quick=ns.quick, masks_path=ns.masks)
+    density = None if ns.density is None else _density(ns.density, "density")
+    bias_density = None if ns.bias_density is None else _number("bias_density", ns.bias_density)
+    r = plant_report(task, ns.depth, ns.width, ns.seed, quick=ns.quick, masks_path=ns.masks, density=density,
+                     scope=ns.scope, bias_density=bias_density)
     if ns.json:
         print(json.dumps(r))
     else:
@@ -268,6 +352,13 @@ def add_plant_parser(subparsers: Any) -> None:
     p.add_argument("--masks", default=None, help=".npz with mask0..mask{L-1}, or a ticket .safetensors searched on "
                    "planted-<task> (--model planted, or an mlp with matching widths): report their recovery")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--density", default=None, help="also report the budget of a search at this density (a number "
+                   "in (0, 1], or 'planted'): whether the planted ticket fits, and the planted ticket cut to it")
+    # scope is checked by budget(), which says what is wrong in one line (argparse adds usage)
+    p.add_argument("--scope", default=None, help=f"with --density: {' or '.join(SCOPES)} budget (default: layer "
+                   "for a number, global for planted, as the benchmark)")
+    p.add_argument("--bias-density", default=None, help="with --density: fraction of each layer's biases kept "
+                   "(default 1, as the benchmark)")
     # the bench options are checked by run_bench, which says what is wrong in one line (argparse adds usage)
     b = p.add_argument_group("benchmark", "every method at each density on the planted tasks (depth 5 x width 100)")
     b.add_argument("--bench", action="store_true", help="run the planted-ticket benchmark instead; with --quick "

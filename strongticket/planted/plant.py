@@ -14,6 +14,14 @@ times the target neuron's. No admissible neuron: the first unmatched one, c = |W
 The output rows are then permuted into target order, so planted(x) masked by the ground truth equals
 ``scale * target(x)`` per output (float64, up to rounding).
 
+Classification targets (Circle) get one common output scale: the output neurons are matched as above, then all
+of them are written with c = the geometric mean of their c_j, so the raw planted logits are c * the target's and
+their argmax is the target's (Plant 'n' Seek keeps a scale per output, ``find_ind``'s ``scaleNew``,
+plant_lottery_tickets/plant.py:28,46, and its Circle network has no read-out dividing by it,
+edgepopup_benchmarkdata/ticket_models.py:185-192: the argmax of its raw planted ticket is not the target's). The
+geometric mean, because the c_j are products of per-layer factors spread over orders of magnitude. Regression
+outputs keep their own c_j (no common factor makes the raw MSE the target's).
+
 As a model (:func:`planted_model`) the network's outputs are either raw (``scaled=False``: the network Plant 'n'
 Seek's searches run on, where the planted masks compute ``scale * target``, not the target) or divided by ``scale``
 by a fixed read-out :class:`OutputScale` (``scaled=True``: the planted masks compute the target itself, so the
@@ -42,8 +50,10 @@ class Planted:
     """A planted mother network and its ground truth.
 
     ``weights[l]`` (n_out, n_in), ``biases[l]`` (n_out,) float64; ``masks[l]`` bool like ``weights[l]`` (the
-    planted edges); ``bias_masks[l]`` bool (matched neurons with a non-zero target bias); ``scale`` (d_out,):
-    masked output = scale * target output; ``neurons[l]``: mother index of each target neuron of layer l + 1.
+    planted edges); ``bias_masks[l]`` bool (matched neurons with a non-zero target bias; a matched neuron with a
+    zero target bias has bias exactly 0, so keeping it changes nothing); ``scale`` (d_out,): masked output =
+    scale * target output (all equal for classification targets); ``neurons[l]``: mother index of each target
+    neuron of layer l + 1.
     """
 
     task: str
@@ -72,6 +82,11 @@ class Planted:
     def total_counts(self) -> tuple[int, ...]:
         """All weights per layer."""
         return tuple(int(m.size) for m in self.masks)
+
+    @property
+    def planted_bias_counts(self) -> tuple[int, ...]:
+        """Planted (non-zero, kept) biases per layer."""
+        return tuple(int(m.sum()) for m in self.bias_masks)
 
     @property
     def density(self) -> float:
@@ -128,6 +143,7 @@ def plant(target: Target, width: int, seed: int = 0) -> Planted:
         w, b = weights[layer], biases[layer]
         used = np.zeros(w.shape[0], dtype=bool)
         index, scale = np.empty(tw.shape[0], dtype=np.int64), np.empty(tw.shape[0])
+        planted = []  # (columns, theta) per target neuron, written once the layer's scales are final
         for i in range(tw.shape[0]):
             support = np.flatnonzero(tw[i])
             cols = prev[support]
@@ -145,12 +161,16 @@ def plant(target: Target, width: int, seed: int = 0) -> Planted:
                 j = int(np.flatnonzero(~used)[0])
                 ref = (w[j, cols[0]], theta[1]) if support.size else (b[j], theta[0])
                 cj = abs(ref[0] / ref[1]) if ref[0] != 0 and ref[1] != 0 else 1.0
-            used[j] = True
+            used[j] = True  # only unused rows are read above, so writing after the loop matches the same way
+            index[i], scale[i] = j, cj
+            planted.append((cols, theta))
+        if layer == len(target.weights) - 1 and target.classification:
+            scale[:] = np.exp(np.mean(np.log(scale)))  # one common output scale: argmax(raw) = argmax(target)
+        for j, cj, (cols, theta) in zip(index, scale, planted, strict=True):
             w[j, cols] = cj * theta[1:]
             b[j] = cj * theta[0]
             masks[layer][j, cols] = True
             bias_masks[layer][j] = theta[0] != 0
-            index[i], scale[i] = j, cj
         neurons.append(index)
         prev, prev_scale = index, scale
     out = neurons[-1]  # output rows into target order
@@ -189,9 +209,10 @@ def planted_model(planted: Planted, *, density: float | None = None, seed: int |
 
     ``density=None``: the ground-truth masks are fixed, so ``model(x)`` is the target (``scale * target`` when not
     ``scaled``). A ``density`` in
-    (0, 1]: nothing is fixed; every layer keeps that fraction of its weights (and of its biases) by scores drawn
-    from ``seed`` (default ``planted.seed``), ready for a search (the ``planted`` / ``planted-scaled`` models of the
-    registry).
+    (0, 1]: nothing is fixed; every layer keeps that fraction of its weights (and of its biases, until
+    ``MaskedLayer.set_bias_density`` gives them their own budget, as ``model_from_config`` does for
+    ``bias_density``) by scores drawn from ``seed`` (default ``planted.seed``), ready for a search (the ``planted`` /
+    ``planted-scaled`` models of the registry).
     """
     layers: list[nn.Module] = []
     for layer, (w, b, m, bm) in enumerate(zip(planted.weights, planted.biases, planted.masks, planted.bias_masks,

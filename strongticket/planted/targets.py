@@ -27,10 +27,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["CIRCLE_BOUNDARIES", "CIRCLE_KNOTS", "HELIX_KNOTS", "TASKS", "Target", "circle_logits", "helix",
-           "make_target"]
+__all__ = ["CIRCLE_BOUNDARIES", "CIRCLE_KNOTS", "CLASSIFICATION_TASKS", "HELIX_KNOTS", "TASKS", "Target",
+           "circle_logits", "helix", "make_target"]
 
 TASKS = ("circle", "relu", "helix")
+CLASSIFICATION_TASKS = ("circle",)  # outputs are logits, the metric is the argmax's accuracy
 CIRCLE_BOUNDARIES = (0.2, 0.5, 0.7)
 CIRCLE_KNOTS = 10
 HELIX_KNOTS = 30
@@ -50,6 +51,11 @@ class Target:
     def widths(self) -> tuple[int, ...]:
         """Neurons per layer, input first."""
         return (self.weights[0].shape[1], *(w.shape[0] for w in self.weights))
+
+    @property
+    def classification(self) -> bool:
+        """Whether the outputs are class logits (only their argmax matters)."""
+        return self.task in CLASSIFICATION_TASKS
 
     @property
     def nonzeros(self) -> tuple[int, ...]:

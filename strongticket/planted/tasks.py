@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..random import STREAM_DATA, permutation, standard_normal, uniform01
-from .targets import CIRCLE_BOUNDARIES, TASKS, circle_logits, helix
+from .targets import CIRCLE_BOUNDARIES, CLASSIFICATION_TASKS, TASKS, circle_logits, helix
 
 __all__ = ["LABEL_NOISE", "PERMUTATION_SEED", "TARGET_NOISE_STD", "TaskData", "circle_labels", "make_task", "task_dims"]
 
@@ -47,7 +47,7 @@ class TaskData:
 
     @property
     def is_classification(self) -> bool:
-        return self.task == "circle"
+        return self.task in CLASSIFICATION_TASKS
 
 
 def task_dims(task: str) -> tuple[int, int]:
