@@ -72,6 +72,7 @@ from scipy import stats
 from strongticket.config import SearchConfig
 from strongticket.data.splits import load_splits
 from strongticket.search import methods, run_search
+from strongticket.search.presets import PRESET_OF
 
 DENSITIES = (0.5, 0.1, 0.01)
 WIDTH_DENSITY = 0.1  # Table 2's density, fixed in advance
@@ -80,9 +81,6 @@ TABLE1_WIDTHS = (128, 128)
 TRAINED = ("edge-popup", "annealed-edge-popup", "supermask", "biprop", "iterand", "gem-miner")
 BASELINES = ("random", "magnitude", "snip", "synflow")
 OURS_EXTRA = {"supermask": {"lr": 100.0}, "synflow": {"rounds": 100}}  # the only per-method settings of "ours"
-PRESET_OF = {"edge-popup": "ramanujan2020", "annealed-edge-popup": "fischer2022", "supermask": "zhou2019",
-             "biprop": "diffenderfer2021", "iterand": "chijiwa2021", "gem-miner": "sreenivasan2022", "snip": "lee2019",
-             "synflow": "tanaka2020", "random": "tanaka2020", "magnitude": "tanaka2020"}
 DEFAULT_STEPS = 1100
 OURS_BASE = dict(data="digits", model="mlp", init="kaiming_normal", scale_fan=True, device="cpu")
 

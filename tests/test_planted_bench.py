@@ -78,7 +78,7 @@ def test_bench_writes_results_table_plots_and_reruns_without_searching(tmp_path,
     ref = next(line for line in md.splitlines() if line.startswith("| planted ticket cut to the budget |"))
     assert ref.count("(representable 1/1)") == 2
     assert "strongticket plant --bench --quick" in md and "--densities 0.1,planted" in md and "torch " in md
-    assert '| edge-popup | {"lr": 0.1' in md and "2 runs searched now" in md
+    assert '| edge-popup | {} | 1 | 256 |' in md and 'Protocol ours' in md and "2 runs searched now" in md
     assert (out / "relu.png").is_file() == ("plots skipped" not in md)
 
     built.clear()
@@ -93,7 +93,7 @@ def test_bench_writes_results_table_plots_and_reruns_without_searching(tmp_path,
 
 
 def test_bench_skips_unregistered_methods_and_says_plots_skipped_without_matplotlib(tmp_path, monkeypatch) -> None:
-    monkeypatch.setitem(bench.SETTINGS, "future-algo", {"lr": 1.0})
+    monkeypatch.setitem(bench.OURS, "future-algo", {"lr": 1.0})
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib raises ImportError
     assert "future-algo" in bench.default_methods() and "future-algo" not in methods.METHODS
     threads = torch.get_num_threads()
@@ -131,8 +131,8 @@ def test_bench_rejects_bad_arguments_in_one_line_before_writing(tmp_path, kwargs
     (["--bench", "--epochs", "two"], "epochs must be an integer in [1, 100000], got 'two'"),
     (["--bench", "--densities", "0.1,half"], "densities must be numbers in (0, 1] or 'planted', got 'half'"),
     (["--bench", "--algos", "edge-popup,nope"], "algos must be among "),
-    (["--bench", "--task", "relu"], "--bench takes --tasks, --algos, --densities, --seeds, --epochs, --scaled and "
-                                    "--out, not --task"),
+    (["--bench", "--task", "relu"], "--bench takes --tasks, --algos, --densities, --seeds, --epochs, --scaled, "
+                                    "--protocol and --out, not --task"),
     (["--task", "relu", "--seeds", "0,1"], "--seeds needs --bench"),
     (["--out", "x", "--epochs", "1"], "--out, --epochs need --bench"),
 ])
@@ -187,3 +187,21 @@ def test_each_cell_is_compared_with_its_own_seeds_planted_ticket(tmp_path) -> No
     md = (tmp_path / "b" / "bench.md").read_text()
     mean = (raw[0] + raw[1]) / 2
     assert f"| planted ticket cut to the budget | {mean:.3g} ± " in md and "(representable 2/2)" in md
+
+
+def test_original_protocol_runs_each_method_under_its_preset_within_the_benchmarks_budget(tmp_path) -> None:
+    folder = tmp_path / "r"
+    ours = bench._config("circle", "annealed-edge-popup", 0.1, 0.005, 0, 10, False, folder, "cpu")
+    original = bench._config("circle", "annealed-edge-popup", 0.1, 0.005, 0, 10, False, folder, "cpu",
+                             protocol="original")
+    assert ours.preset is None and ours.lr == 0.2 and ours.batch_size == 64 and ours.select_epoch == "best-val"
+    assert original.preset == "fischer2022" and original.batch_size == 32 and original.select_epoch == "last"
+    # the benchmark's budget wins over the preset's, and both get the same optimizer steps (within one epoch)
+    assert (original.scope, original.bias_density) == (ours.scope, ours.bias_density) == ("layer", 1.0)
+    n = bench._train_size("circle")
+    steps = {c.batch_size: c.epochs * -(-n // c.batch_size) for c in (ours, original)}
+    assert abs(steps[32] - steps[64]) <= -(-n // 32)
+    gem = bench._config("circle", "gem-miner", "planted", 0.005, 0, 10, False, folder, "cpu", protocol="original")
+    assert gem.preset == "sreenivasan2022" and gem.scope == "global" and gem.freeze_every <= gem.epochs - 2
+    with pytest.raises(ValueError, match="protocol must be one of ours, original, got 'theirs'"):
+        bench.run_bench(tmp_path / "b", protocol="theirs", progress=False)

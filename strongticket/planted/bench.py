@@ -38,21 +38,18 @@ over seeds; geometric mean for the ratio) · J+ / R+ the Jaccard and recall lift
 masks' recall lift) and, when matplotlib is importable, ``<task>.png`` (test metric and Jaccard lift against
 density, log x, one line per method).
 
-Settings (:data:`SETTINGS`, SearchConfig fields per algo on top of the defaults; printed in ``bench.md``):
-  edge-popup, annealed-edge-popup   SGD momentum 0.9, weight decay 5e-4, cosine, 10 epochs as the paper; lr 0.1
-                                    (edge-popup's) and batch 64 are ours (the paper does not say); the annealed
-                                    density falls over all epochs. ≈ 4.5 s a run on 2 CPU cores.
-  random, magnitude, snip, grasp    single shot, no training.
-  synflow                           100 rounds, as Tanaka et al. (NeurIPS 2020); ≈ 0.3 s a run on 2 CPU cores.
-  biprop, iterand                   as edge-popup (iterand: re-randomization after every epoch, probability 0.1).
-  supermask                         lr 100 (Zhou et al.'s MNIST example; σ' ≤ 1/4 scales its gradient down),
-                                    no weight decay, batch 64.
-  gem-miner                         lr 0.1, batch 64, penalty 1e-4 (its default), a freezing round after every
-                                    epoch but the last.
+Protocols (``protocol``, ``--protocol``): "ours" runs every method under our defaults (SearchConfig: lr 0.2,
+batch 64, cosine per step, best validation epoch, no weight decay) and :data:`OURS` (supermask at lr 100: σ' ≤ 1/4
+scales its gradient down; synflow's 100 rounds, as Tanaka et al.); "original" runs each method under its paper's
+preset (``strongticket.search.presets.PRESET_OF``, docs/presets.md: Plant 'n' Seek's fischer2022 for annealed
+edge-popup, ramanujan2020 for edge-popup, ...; last epoch). In both the budget (density, scope, bias density) is
+the benchmark's, so every method competes for the masks the reference is cut to, and every trained method gets the
+same step budget: ``epochs`` epochs at batch 64 (:data:`STEP_BATCH`), a method with another batch size running
+as many epochs as fit (``bench.md`` lists each method's epochs and batch size).
 No setting was tuned on these tasks. A method named here that is not registered is skipped and listed.
 snip and grasp score with a cross-entropy saliency and refuse the regression tasks: "n/a: needs
 classification". Methods that do not train ignore ``epochs`` (it is pinned to 1, so changing ``--epochs`` keeps
-their finished runs). Sizes: full = seeds 0,1,2 and 10 epochs; quick (:data:`QUICK`) = seed 0, 2 epochs,
+their finished runs). Sizes: full = seeds 0,1,2,3,4 and 10 epochs; quick (:data:`QUICK`) = seed 0, 2 epochs,
 batch 256, a smoke test that finishes in minutes on 2 cores. One out folder holds one configuration: a run
 folder of another configuration is refused (choose another ``--out``).
 
@@ -75,10 +72,11 @@ from typing import Any
 import torch
 
 from ..config import SearchConfig
-from ..data.splits import PLANTED_TASK_SEED
+from ..data.splits import PLANTED_TASK_SEED, load_splits
 from ..report import mean_std
 from ..search import run_search
 from ..search.methods import METHODS
+from ..search.presets import PRESET_OF
 from .budget import best_within_budget, budget, budget_rule
 from .cli import plant_report
 from .plant import plant_task
@@ -86,27 +84,18 @@ from .recovery import masked_task_metric, task_metric_name
 from .targets import TASKS
 from .tasks import make_task
 
-__all__ = ["DENSITIES", "DEPTH", "FULL", "QUICK", "SETTINGS", "WIDTH", "default_methods", "run_bench"]
+__all__ = ["DENSITIES", "DEPTH", "FULL", "OURS", "PROTOCOLS", "QUICK", "WIDTH", "default_methods", "run_bench"]
 
 DEPTH, WIDTH = 5, 100
 DENSITIES: tuple[float | str, ...] = (0.5, 0.1, 0.01, "planted")
-FULL: dict[str, Any] = {"seeds": (0, 1, 2), "epochs": 10}
+FULL: dict[str, Any] = {"seeds": (0, 1, 2, 3, 4), "epochs": 10}
 QUICK: dict[str, Any] = {"seeds": (0,), "epochs": 2, "batch_size": 256}
 
-_EDGE_POPUP = {"lr": 0.1, "weight_decay": 5e-4, "batch_size": 64}
-SETTINGS: dict[str, dict[str, Any]] = {
-    "edge-popup": dict(_EDGE_POPUP),
-    "annealed-edge-popup": dict(_EDGE_POPUP),
-    "random": {},
-    "magnitude": {},
-    "snip": {},
-    "grasp": {},
-    "synflow": {"rounds": 100},
-    "supermask": {"lr": 100.0, "batch_size": 64},
-    "biprop": dict(_EDGE_POPUP),
-    "iterand": dict(_EDGE_POPUP),
-    "gem-miner": {"lr": 0.1, "batch_size": 64},
-}
+PROTOCOLS = ("ours", "original")
+# "ours": our defaults (SearchConfig), and the two per-method values every benchmark gives these methods
+OURS: dict[str, dict[str, Any]] = {"supermask": {"lr": 100.0}, "synflow": {"rounds": 100}}
+STEP_BATCH = 64  # the step budget is ``epochs`` epochs at this batch size, the same for every method
+
 
 # run_search refuses these on regression data: their saliency is a cross-entropy
 _NEEDS_CLASSIFICATION = ("snip", "grasp")
@@ -115,8 +104,8 @@ _MARKERS = "osD^v<>ph*X"
 
 
 def default_methods() -> tuple[str, ...]:
-    """Every registered method, then the methods :data:`SETTINGS` prepares for that are not registered yet."""
-    return (*METHODS, *(name for name in SETTINGS if name not in METHODS))
+    """Every registered method, then the methods :data:`OURS` prepares for that are not registered yet."""
+    return (*METHODS, *(name for name in OURS if name not in METHODS))
 
 
 def _label(density: float | str) -> str:
@@ -150,17 +139,40 @@ def _check(tasks: Sequence[str], algos: Sequence[str], densities: Sequence[float
 
 
 def _config(task: str, algo: str, label: float | str, planted_density: float, seed: int, epochs: int, quick: bool,
-            folder: Path, device: str, scaled: bool = False) -> SearchConfig:
+            folder: Path, device: str, scaled: bool = False, protocol: str = "ours") -> SearchConfig:
+    """``algo``'s run: our defaults (+ :data:`OURS`) or its paper's preset (``presets.PRESET_OF``), the benchmark's
+    budget (density, scope, bias density) in both, and ``epochs`` epochs at batch :data:`STEP_BATCH` worth of
+    optimizer steps whatever the method's batch size (quick: every trained method at batch 256)."""
     trains = METHODS[algo].trains
     values: dict[str, Any] = {
         "data": f"planted-{task}", "model": "planted-scaled" if scaled else "planted",
         "widths": (WIDTH,) * (DEPTH - 2), "algo": algo, **budget_rule(label, planted_density),
-        "seed": seed, "epochs": epochs if trains else 1, "out": str(folder), "device": device,
-        **SETTINGS.get(algo, {}),
+        "seed": seed, "out": str(folder), "device": device,
+        **({"preset": PRESET_OF[algo]} if protocol == "original" else OURS.get(algo, {})),
     }
     if quick and trains:
         values["batch_size"] = QUICK["batch_size"]
+    if not trains:
+        return SearchConfig.from_dict({**values, "epochs": 1}, source=f"bench settings of {algo}")
+    probe = SearchConfig.from_dict(values, source=f"bench settings of {algo}")
+    steps_per_epoch = -(-_train_size(task) // probe.batch_size)
+    budget_steps = epochs * -(-_train_size(task) // (QUICK["batch_size"] if quick else STEP_BATCH))
+    values["epochs"] = max(1, budget_steps // steps_per_epoch)
+    if algo == "gem-miner":  # at least one freezing round and an epoch after it
+        values["epochs"] = max(values["epochs"], 2)
+        if probe.freeze_every > values["epochs"] - 2:
+            values["freeze_every"] = max(values["epochs"] - 2, 0)
     return SearchConfig.from_dict(values, source=f"bench settings of {algo}")
+
+
+_TRAIN_SIZES: dict[str, int] = {}
+
+
+def _train_size(task: str) -> int:
+    """Training examples of ``planted-<task>`` (the split every search of the benchmark trains on)."""
+    if task not in _TRAIN_SIZES:
+        _TRAIN_SIZES[task] = len(load_splits(f"planted-{task}").train)
+    return _TRAIN_SIZES[task]
 
 
 def _references(task: str, seed: int, labels: Sequence[float | str], scaled: bool = False) -> dict[str, Any]:
@@ -203,14 +215,14 @@ def _recovery(task: str, ticket: Path) -> dict[str, Any]:
 
 
 def _run_one(task: str, algo: str, label: float | str, planted_density: float, seed: int, epochs: int, quick: bool,
-             out: Path, device: str, scaled: bool = False) -> dict[str, Any]:
+             out: Path, device: str, scaled: bool = False, protocol: str = "ours") -> dict[str, Any]:
     folder = out / "runs" / task / algo / f"d{_label(label)}-s{seed}"
     density = planted_density if label == "planted" else float(label)
     record: dict[str, Any] = {"task": task, "method": algo, "density_label": _label(label), "density": density,
                               "seed": seed, "metric": task_metric_name(task), "run_dir": str(folder)}
     if algo not in METHODS:
         return {**record, "status": "skipped", "note": _NOT_REGISTERED}
-    cfg = _config(task, algo, label, planted_density, seed, epochs, quick, folder, device, scaled)
+    cfg = _config(task, algo, label, planted_density, seed, epochs, quick, folder, device, scaled, protocol)
     cached = (folder / "summary.json").is_file()
     try:
         with warnings.catch_warnings():  # collapsed layers are recorded per run instead
@@ -244,9 +256,9 @@ def _progress_line(r: dict[str, Any]) -> str:
 
 
 def _command(out: Path, tasks: Sequence[str], algos: Sequence[str], densities: Sequence[float | str],
-             seeds: Sequence[int], epochs: int, quick: bool, scaled: bool = False) -> str:
+             seeds: Sequence[int], epochs: int, quick: bool, scaled: bool = False, protocol: str = "ours") -> str:
     args = ["strongticket", "plant", "--bench", *(["--quick"] if quick else []),
-            *(["--scaled"] if scaled else []), "--out", str(out),
+            *(["--scaled"] if scaled else []), "--protocol", protocol, "--out", str(out),
             "--tasks", ",".join(tasks), "--algos", ",".join(algos),
             "--densities", ",".join(_label(d) for d in densities), "--seeds", ",".join(map(str, seeds)),
             "--epochs", str(epochs)]
@@ -256,11 +268,13 @@ def _command(out: Path, tasks: Sequence[str], algos: Sequence[str], densities: S
 def run_bench(out_dir: str | Path, *, tasks: Sequence[str] = TASKS, methods: Sequence[str] | None = None,
               densities: Sequence[float | str] = DENSITIES, seeds: Sequence[int] | None = None,
               epochs: int | None = None, quick: bool = False, progress: bool = True,
-              device: str = "cpu", scaled: bool = False) -> Path:
+              device: str = "cpu", scaled: bool = False, protocol: str = "ours") -> Path:
     """Run (or resume) the benchmark into ``out_dir``; returns the path of ``bench.md``.
 
     ``scaled``: search ``planted-scaled`` (outputs / planting scale: the planted masks solve the task exactly)
     instead of ``planted`` (raw outputs, Plant 'n' Seek's network).
+    ``protocol``: "ours" (our defaults) or "original" (each method under its paper's preset); ``epochs`` is the step
+    budget in epochs at batch :data:`STEP_BATCH` (a method with another batch size runs as many epochs as fit).
     ``methods`` defaults to :func:`default_methods`, ``seeds`` and ``epochs`` to the full or quick size.
     ``progress`` prints one line per run. ``device`` "cpu": these 20k-weight networks gain nothing on a GPU.
     The runs use one torch thread (restored afterwards): as fast as two on an idle 2-core machine, and 14× faster
@@ -272,6 +286,8 @@ def run_bench(out_dir: str | Path, *, tasks: Sequence[str] = TASKS, methods: Seq
     epochs = size["epochs"] if epochs is None else epochs
     tasks, densities = tuple(tasks), tuple(densities)
     _check(tasks, algos, densities, seeds, epochs)
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
@@ -286,7 +302,7 @@ def run_bench(out_dir: str | Path, *, tasks: Sequence[str] = TASKS, methods: Seq
                     for seed in seeds:
                         ref = references[task, seed][_label(d)]
                         r = {**_run_one(task, algo, d, ref["planted_density"], seed, epochs, quick, out, device,
-                                        scaled), **ref}
+                                        scaled, protocol), **ref}
                         records.append(r)
                         if progress:
                             print(_progress_line(r), flush=True)
@@ -295,8 +311,9 @@ def run_bench(out_dir: str | Path, *, tasks: Sequence[str] = TASKS, methods: Seq
     with open(out / "results.jsonl", "w") as f:
         for r in records:
             f.write(json.dumps(r) + "\n")
-    meta = {"command": _command(out, tasks, algos, densities, seeds, epochs, quick, scaled),
-            "wall_seconds": time.perf_counter() - start, "device": device, "quick": quick, "scaled": scaled}
+    meta = {"command": _command(out, tasks, algos, densities, seeds, epochs, quick, scaled, protocol),
+            "wall_seconds": time.perf_counter() - start, "device": device, "quick": quick, "scaled": scaled,
+            "protocol": protocol}
     path = _write_report(out, records, meta)
     if progress:
         print(f"wrote {path}")
@@ -393,10 +410,18 @@ def _write_report(out: Path, records: list[dict[str, Any]], meta: dict[str, Any]
         for algo in shown:
             cells = [_cell(groups[algo, label]) for label in labels]
             lines.append(f"| {algo} | {' | '.join(cells)} |")
-    lines += ["", "## Settings", "", "SearchConfig fields per method on top of its defaults"
-              f"{' (quick: batch ' + str(QUICK['batch_size']) + ' for methods that train)' if meta['quick'] else ''}:",
-              "", "| method | settings |", "|---|---|"]
-    lines += [f"| {a} | {json.dumps(SETTINGS.get(a, {}))} |" for a in algos]
+    protocol = meta.get("protocol", "ours")
+    lines += ["", "## Settings", "", f"Protocol {protocol}: "
+              + ("each method under its paper's preset (docs/presets.md), " if protocol == "original" else
+                 "our defaults (SearchConfig) and the values below, ")
+              + "the benchmark's budget (density, scope, bias density) and one step budget; per method the epochs "
+              f"and batch size it ran{' (quick: batch ' + str(QUICK['batch_size']) + ')' if meta['quick'] else ''}:",
+              "", "| method | settings | epochs | batch |", "|---|---|---|---|"]
+    ran = {r["method"]: r for r in ok}
+    for a in algos:
+        setting = f"preset {PRESET_OF[a]}" if protocol == "original" and a in PRESET_OF else json.dumps(OURS.get(a, {}))
+        r = ran.get(a, {})
+        lines.append(f"| {a} | {setting} | {r.get('epochs', '-')} | {r.get('batch_size', '-')} |")
     plots = _plots(out, ok)
     if plots is None:
         lines += ["", "(plots skipped: matplotlib is not installed; `pip install matplotlib`)"]

@@ -254,7 +254,7 @@ def _ticket_task(path: str) -> str | None:
 
 
 _SINGLE = ("task", "depth", "width", "seed", "density", "scope", "bias_density", "masks")
-_BENCH = ("out", "tasks", "algos", "densities", "seeds", "epochs", "scaled")
+_BENCH = ("out", "tasks", "algos", "densities", "seeds", "epochs", "scaled", "protocol")
 
 
 def _csv(text: str, name: str, kind: type) -> tuple[Any, ...]:
@@ -295,7 +295,8 @@ def _run_bench(ns: argparse.Namespace) -> int:
 
     given = [f"--{name}" for name in _SINGLE if getattr(ns, name) is not None] + (["--json"] if ns.json else [])
     if given:
-        raise ValueError(f"--bench takes --tasks, --algos, --densities, --seeds, --epochs, --scaled and --out, not "
+        raise ValueError(f"--bench takes --tasks, --algos, --densities, --seeds, --epochs, --scaled, --protocol and "
+                         f"--out, not "
                          f"{', '.join(given)}")
     kwargs: dict[str, Any] = {}
     if ns.tasks is not None:
@@ -308,8 +309,10 @@ def _run_bench(ns: argparse.Namespace) -> int:
         kwargs["seeds"] = _csv(ns.seeds, "seeds", int)
     if ns.epochs is not None:
         kwargs["epochs"] = _epochs(ns.epochs)
-    out = ns.out or ("runs/plant-bench" + ("-scaled" if ns.scaled else "") + ("-quick" if ns.quick else ""))
-    run_bench(out, quick=ns.quick, progress=True, scaled=bool(ns.scaled), **kwargs)
+    protocol = ns.protocol or "ours"
+    out = ns.out or ("runs/plant-bench" + ("-original" if protocol == "original" else "")
+                     + ("-scaled" if ns.scaled else "") + ("-quick" if ns.quick else ""))
+    run_bench(out, quick=ns.quick, progress=True, scaled=bool(ns.scaled), protocol=protocol, **kwargs)
     return 0
 
 
@@ -369,8 +372,12 @@ def add_plant_parser(subparsers: Any) -> None:
     b.add_argument("--algos", default=None, help="comma-separated search methods (default: every registered one)")
     b.add_argument("--densities", default=None, help="comma-separated densities in (0, 1], 'planted' for the "
                    "planted ticket's (default 0.5,0.1,0.01,planted)")
-    b.add_argument("--seeds", default=None, help="comma-separated seeds (default 0,1,2; with --quick 0)")
-    b.add_argument("--epochs", default=None, help="search epochs (default 10; with --quick 2)")
+    b.add_argument("--seeds", default=None, help="comma-separated seeds (default 0,1,2,3,4; with --quick 0)")
+    b.add_argument("--epochs", default=None, help="step budget: this many epochs at batch 64 for every method "
+                   "(default 10; with --quick 2 at batch 256)")
+    b.add_argument("--protocol", choices=("ours", "original"), default=None,
+                   help="ours (our defaults, the default) or original (each method under its paper's preset, "
+                        "docs/presets.md); default out runs/plant-bench-original")
     b.add_argument("--scaled", action="store_const", const=True, default=None,
                    help="search planted-scaled (outputs / planting scale: the planted masks solve the task exactly) "
                         "instead of planted (raw outputs, as Plant 'n' Seek); default out runs/plant-bench-scaled")

@@ -260,6 +260,15 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
 )}
 
 
+# The preset that reproduces each method's paper (the benchmarks' "original" protocol); random and magnitude take
+# Synaptic-Flow's, the paper that benchmarks them.
+PRESET_OF: dict[str, str] = {
+    "edge-popup": "ramanujan2020", "annealed-edge-popup": "fischer2022", "supermask": "zhou2019",
+    "biprop": "diffenderfer2021", "iterand": "chijiwa2021", "gem-miner": "sreenivasan2022", "snip": "lee2019",
+    "grasp": "wang2020", "synflow": "tanaka2020", "random": "tanaka2020", "magnitude": "tanaka2020",
+}
+
+
 def get(name: str) -> Preset:
     """The preset called ``name``; the error lists the valid names."""
     try:
