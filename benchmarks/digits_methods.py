@@ -40,11 +40,14 @@ interval does not contain it; the binomial SE at accuracy p is √(p(1 − p)/35
 
 Rules (I = a cell's 95% interval; chance = what a constant prediction scores, between the rarest and the commonest
 class's share of the test images, about 0.09-0.10 on digits: a collapsed network scores exactly one of those):
-  A > B   holds if I_A lies entirely above I_B;
+  A > B   holds if I_A lies entirely above I_B, does not hold if mean_A <= mean_B, else "not shown" (A ahead,
+          the intervals overlap);
   A ≈ B   holds if each mean lies inside the other's interval;
   A ≥ B   holds if mean_A is not below I_B;
-  a comparison where both intervals reach the chance band is "inconclusive" (it compares two failures); a claim
-  checked at several points holds if it holds at every point, does not hold if it fails at one, else is inconclusive.
+  a comparison where both intervals reach the chance band is "inconclusive" (it compares two failures); one where a
+  side's ticket kept a density more than 10% away from the target is "not comparable" (zhou2019's supermask, which
+  has no density target); a claim checked at several points holds if it holds at every comparable point, does not
+  hold if it fails at one, else is "not shown" or inconclusive.
   * EP > supermask at each of the three densities.
   * biprop ≈ EP at each density.
   * IteRand at width w ≥ EP at width 2w, for w = 16, 32, 64 (density 0.1).
@@ -161,7 +164,10 @@ def _verdict(ok: bool, a: Cell, b: Cell, chance: tuple[float, float]) -> str:
 
 
 def greater(a: Cell, b: Cell, chance: tuple[float, float]) -> str:
-    return _verdict(a.low > b.high, a, b, chance)
+    """A > B: holds when I_A lies above I_B, does not hold when mean_A <= mean_B; in between (A ahead, intervals
+    overlapping) the seeds do not show it either way: "not shown"."""
+    verdict = _verdict(a.low > b.high, a, b, chance)
+    return "not shown" if verdict == "does not hold" and a.acc > b.acc else verdict
 
 
 def approx(a: Cell, b: Cell, chance: tuple[float, float]) -> str:
@@ -173,9 +179,22 @@ def at_least(a: Cell, b: Cell, chance: tuple[float, float]) -> str:
 
 
 def overall(verdicts: list[str]) -> str:
-    if all(v == "holds" for v in verdicts):
+    judged = [v for v in verdicts if v != "not comparable"]
+    if not judged:
+        return "not comparable"
+    if all(v == "holds" for v in judged):
         return "holds"
-    return "does not hold" if "does not hold" in verdicts else "inconclusive"
+    if "does not hold" in judged:
+        return "does not hold"
+    return "not shown" if "not shown" in judged else "inconclusive"
+
+
+def at_density(a: Cell, b: Cell, density: float, verdict) -> str:
+    """``verdict(a, b)`` where both cells kept their target density (within 10%), else "not comparable": zhou2019's
+    supermask has no density target, and a mask at 0.53 says nothing about edge-popup at 0.01."""
+    if all(abs(c.found - density) <= 0.1 * density for c in (a, b)):
+        return verdict(a, b)
+    return "not comparable"
 
 
 def _fmt(c: Cell) -> str:
@@ -183,8 +202,9 @@ def _fmt(c: Cell) -> str:
 
 
 def _point(a: Cell, b: Cell, verdict: str, n_test: int) -> str:
+    found = f"; found {a.found:.3f} / {b.found:.3f}" if verdict == "not comparable" else ""
     return (f"{verdict} ({a.acc - b.acc:+.4f}; [{a.low:.3f}, {a.high:.3f}] vs [{b.low:.3f}, {b.high:.3f}]; "
-            f"test SE {binomial_se(a.acc, n_test):.3f} / {binomial_se(b.acc, n_test):.3f})")
+            f"test SE {binomial_se(a.acc, n_test):.3f} / {binomial_se(b.acc, n_test):.3f}{found})")
 
 
 def main() -> None:
@@ -244,10 +264,12 @@ def main() -> None:
     print()
     print(f"Claims (I = 95% t-interval over seeds; inconclusive where both intervals reach chance, the "
           f"{chance[0]:.3f}-{chance[1]:.3f} a constant prediction scores):")
-    per = {d: greater(t1["edge-popup", d], t1["supermask", d], chance) for d in DENSITIES}
+    per = {d: at_density(t1["edge-popup", d], t1["supermask", d], d, lambda a, b: greater(a, b, chance))
+           for d in DENSITIES}
     print(f"- EP > supermask (I_EP above I_SM at every density): {overall(list(per.values()))}; "
           + "; ".join(f"{d:g}: {_point(t1['edge-popup', d], t1['supermask', d], v, n_test)}" for d, v in per.items()))
-    per = {d: approx(t1["biprop", d], t1["edge-popup", d], chance) for d in DENSITIES}
+    per = {d: at_density(t1["biprop", d], t1["edge-popup", d], d, lambda a, b: approx(a, b, chance))
+           for d in DENSITIES}
     print(f"- biprop ≈ EP (each mean inside the other's interval at every density): {overall(list(per.values()))}; "
           + "; ".join(f"{d:g}: {_point(t1['biprop', d], t1['edge-popup', d], v, n_test)}" for d, v in per.items()))
     pairs = list(zip(WIDTHS, WIDTHS[1:]))
