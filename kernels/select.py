@@ -1,13 +1,16 @@
-"""Exact top-k threshold selection on the device: a 3-pass radix select over the bits of |S|, 4 launches, no sync.
+"""Exact top-k threshold selection on the device: a 4-pass radix select over the bits of |S|, 5 launches, no sync.
 
 For non-negative IEEE floats the int32 bit patterns order exactly like the values, so τ (the k-th largest
 |S|) is the k-th largest of ``bits = int(S) & 0x7FFFFFFF``, found one digit at a time over the 31 magnitude
-bits, most significant first, with digits of 11 / 10 / 10 bits (AIR Top-k / RAFT ``kRadix11bits``, SC'23):
+bits, most significant first, with digits of 8 / 8 / 8 / 7 bits (the radix select of AIR Top-k / RAFT, SC'23,
+with narrower digits: Triton 3.6 and earlier lower ``tl.histogram`` to warp ballots and a ``popc`` per bin and
+score, so a pass costs in proportion to its bins; 11-bit digits made the selection of 2^24 scores take 756 µs on
+an H200, compute-bound on ``popc``, where 4 reads of 64 MB take 60 µs):
 
     pass p:  hist[d] = #{i : bits_i >> (shift_p + width_p) == prefix, (bits_i >> shift_p) & (2^width_p - 1) = d}
              d*      = max d with #{digit >= d} >= k_rem;  k_rem -= #{digit > d*};  prefix = prefix·2^w + d*
 
-After pass 3, τ = prefix exactly and k_rem ∈ [1, #{bits = τ}] is the number of ties at τ to keep. Ties are
+After pass 4, τ = prefix exactly and k_rem ∈ [1, #{bits = τ}] is the number of ties at τ to keep. Ties are
 kept lowest-index-first (``strongticket.masks``): a per-block tie count and a scan find the flat index ``cut``
 of the k_rem-th tie, so
 
@@ -15,16 +18,16 @@ of the k_rem-th tie, so
 
 is the reference mask exactly.
 
-Launches per :func:`select_thresholds` call: 4, all with a 1-D grid of one CTA per ``block`` scores, and no
-fill, copy or host synchronisation (only ``torch.empty`` for the output):
+Launches per :func:`select_thresholds` call: 5, all with a 1-D grid of one CTA per ``span`` scores (read
+``block`` at a time), and no fill, copy or host synchronisation (only ``torch.empty`` for the output):
 
-1.–3. ``_radix_pass_kernel`` (pass p): each CTA adds its ``tl.histogram`` to its slot's global histogram (one
+1.–4. ``_radix_pass_kernel`` (pass p): each CTA adds its ``tl.histogram`` to its slot's global histogram (one
    relaxed atomic per non-empty bin), then counts itself in with an acq_rel atomic on the slot's arrival
    counter (after a CTA barrier, since one thread issues that release for all). The CTA that arrives last
    ("last CTA done", as in CUDA's threadFenceReduction and cooperative groups' grid sync) reads the slot's
    histogram with atomic exchanges (it sees every other CTA's bins and leaves zeros), picks the digit and
    writes the slot's (prefix, k_rem, count at the digit) for the next pass, and sets the counter back to 0.
-4. ``_tie_cut_kernel``: when the slot drops some ties at τ (a device branch; for continuous scores almost
+5. ``_tie_cut_kernel``: when the slot drops some ties at τ (a device branch; for continuous scores almost
    never) each CTA counts the ties in its block and the last CTA scans those counts, re-reads the one block
    holding the k_rem-th tie and gets ``cut``; otherwise nothing is read and the slot's first CTA alone goes on.
    That CTA writes the output rows of the slot's layers.
@@ -62,12 +65,13 @@ import torch
 import triton
 import triton.language as tl
 
+from . import tiles
 from .tiles import launch
 
 __all__ = ["SelectPlan", "make_select_plan", "select_thresholds", "threshold_mask"]
 
-_PASSES = ((20, 11), (10, 10), (0, 10))  # (shift, width): 11/10/10-bit digits over the 31 magnitude bits
-_HIST_BINS = 2048  # per slot, enough for the widest digit
+_PASSES = ((23, 8), (15, 8), (7, 8), (0, 7))  # (shift, width): 8/8/8/7-bit digits over the 31 magnitude bits
+_HIST_BINS = 256  # per slot, enough for the widest digit
 _STATE = 4  # per pass and slot, int32: prefix (τ after the last pass), k_rem (ties at τ to keep), count at the
 # chosen digit (ties at τ after the last pass), padding
 _KEEP_ALL = 2**62  # "cut" when every tie at τ is kept
@@ -77,7 +81,7 @@ _POINTER_TABLES = 64  # cached pointer tables per plan; the oldest goes first (a
 
 
 # scores: L fp32 tensors read through ptr_table; CTA b reads layer blk_layer[b], entries [blk_start[b], + BLOCK).
-# hist: (S, 2048) int32, zero between calls; state: (3, S, 4) int32, row [p, s] written by pass p's last CTA
+# hist: (S, 256) int32, zero between calls; state: (4, S, 4) int32, row [p, s] written by pass p's last CTA
 # of slot s; arrivals: (S,) int32, zero between launches.
 @triton.jit
 def _radix_pass_kernel(
@@ -88,13 +92,15 @@ def _radix_pass_kernel(
     layer_slot_ptr,  # *int64 (L,)
     slot_blk_ptr,  # *int64 (S + 1,): blocks of slot s are [slot_blk[s], slot_blk[s + 1])
     slot_k_ptr,  # *int32 (S,): k per slot
-    hist_ptr,  # *int32 (S, 2048)
-    state_ptr,  # *int32 (3, S, 4)
+    hist_ptr,  # *int32 (S, HIST_BINS)
+    state_ptr,  # *int32 (4, S, 4)
     arrivals_ptr,  # *int32 (S,)
     n_slots,
+    span,  # scores per CTA (a multiple of BLOCK); the CTA reads them BLOCK at a time
     PASS: tl.constexpr,
     SHIFT: tl.constexpr,
     WIDTH: tl.constexpr,
+    HIST_BINS: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
     pid = tl.program_id(0)
@@ -102,21 +108,27 @@ def _radix_pass_kernel(
     start = tl.load(blk_start_ptr + pid)
     numel = tl.load(layer_numel_ptr + layer)
     slot = tl.load(layer_slot_ptr + layer)
-    # int64 base pointer, int32 offsets within the block: 64-bit addresses without int64 index vectors
+    # int64 base pointer, int32 offsets within the span: 64-bit addresses without int64 index vectors
     src = tl.load(ptr_table + layer).to(tl.pointer_type(tl.float32)) + start
-    idx = tl.arange(0, BLOCK)
-    valid = idx < tl.minimum(numel - start, BLOCK).to(tl.int32)
-    bits = tl.load(src + idx, mask=valid, other=0.0).to(tl.int32, bitcast=True) & 0x7FFFFFFF
+    limit = tl.minimum(numel - start, span).to(tl.int32)
     if PASS > 0:
         prev = state_ptr + ((PASS - 1) * n_slots + slot) * 4
         prefix = tl.load(prev)
-        valid = valid & ((bits >> (SHIFT + WIDTH)) == prefix)  # only candidates that still tie with τ's prefix
     else:
         prefix = 0
-    digit = (bits >> SHIFT) & ((1 << WIDTH) - 1)
-    hist = tl.histogram(digit, 1 << WIDTH, mask=valid)
+    # One histogram per CTA over its whole span, flushed to the slot's bins once: the global atomics (all CTAs
+    # on the same few bins) cost per CTA, not per score.
+    hist = tl.zeros((1 << WIDTH,), dtype=tl.int32)
+    for off in range(0, limit, BLOCK):
+        idx = off + tl.arange(0, BLOCK)
+        valid = idx < limit
+        bits = tl.load(src + idx, mask=valid, other=0.0).to(tl.int32, bitcast=True) & 0x7FFFFFFF
+        if PASS > 0:
+            valid = valid & ((bits >> (SHIFT + WIDTH)) == prefix)  # only candidates that still tie with τ's prefix
+        digit = (bits >> SHIFT) & ((1 << WIDTH) - 1)
+        hist += tl.histogram(digit, 1 << WIDTH, mask=valid)
     bins = tl.arange(0, 1 << WIDTH)
-    slot_hist = hist_ptr + slot * 2048 + bins
+    slot_hist = hist_ptr + slot * HIST_BINS + bins
     tl.atomic_add(slot_hist, hist, mask=hist != 0, sem="relaxed")
     # The arrival below is one thread's release: the barrier orders every thread's bin adds before it.
     tl.debug_barrier()
@@ -141,19 +153,42 @@ def _radix_pass_kernel(
         tl.store(row + 2, at)
 
 
-# tie[i] = (|S| bits of entry i of block b == tau): (BLOCK,) bool, entries past the layer's end False.
+# Ties at tau (|S| bits == tau) among the scores of CTA span b.
 @triton.jit
-def _block_ties(ptr_table, blk_layer_ptr, blk_start_ptr, layer_numel_ptr, b, tau, BLOCK: tl.constexpr):
+def _span_ties(ptr_table, blk_layer_ptr, blk_start_ptr, layer_numel_ptr, b, tau, span, BLOCK: tl.constexpr):
     layer = tl.load(blk_layer_ptr + b)
     start = tl.load(blk_start_ptr + b)
     src = tl.load(ptr_table + layer).to(tl.pointer_type(tl.float32)) + start
-    idx = tl.arange(0, BLOCK)
-    valid = idx < tl.minimum(tl.load(layer_numel_ptr + layer) - start, BLOCK).to(tl.int32)
-    bits = tl.load(src + idx, mask=valid, other=0.0).to(tl.int32, bitcast=True) & 0x7FFFFFFF
-    return valid & (bits == tau)
+    limit = tl.minimum(tl.load(layer_numel_ptr + layer) - start, span).to(tl.int32)
+    count = 0
+    for off in range(0, limit, BLOCK):
+        idx = off + tl.arange(0, BLOCK)
+        bits = tl.load(src + idx, mask=idx < limit, other=0.0).to(tl.int32, bitcast=True) & 0x7FFFFFFF
+        count += tl.sum(((idx < limit) & (bits == tau)).to(tl.int32), axis=0)
+    return count
 
 
-# Same block → layer → slot tables as _radix_pass_kernel; state row [2, s] = (τ, k_rem, ties at τ);
+# Position within CTA span b of its rank-th tie at tau (1-based rank; the span holds at least rank ties).
+@triton.jit
+def _span_tie_position(ptr_table, blk_layer_ptr, blk_start_ptr, layer_numel_ptr, b, tau, rank, span,
+                       BLOCK: tl.constexpr):
+    layer = tl.load(blk_layer_ptr + b)
+    start = tl.load(blk_start_ptr + b)
+    src = tl.load(ptr_table + layer).to(tl.pointer_type(tl.float32)) + start
+    limit = tl.minimum(tl.load(layer_numel_ptr + layer) - start, span).to(tl.int32)
+    seen = 0
+    pos = 0
+    for off in range(0, limit, BLOCK):
+        idx = off + tl.arange(0, BLOCK)
+        bits = tl.load(src + idx, mask=idx < limit, other=0.0).to(tl.int32, bitcast=True) & 0x7FFFFFFF
+        tie = (idx < limit) & (bits == tau)
+        ranks = seen + tl.cumsum(tie.to(tl.int32), axis=0)
+        pos += tl.sum(tl.where(tie & (ranks == rank), idx, 0), axis=0)
+        seen += tl.sum(tie.to(tl.int32), axis=0)
+    return pos
+
+
+# Same block → layer → slot tables as _radix_pass_kernel; state row [LAST_PASS, s] = (τ, k_rem, ties at τ);
 # blk_ties: (n_blocks,) int32, written only for slots that drop ties; out: (L, 2) int64 thresholds.
 @triton.jit
 def _tie_cut_kernel(
@@ -165,12 +200,14 @@ def _tie_cut_kernel(
     layer_base_ptr,  # *int64 (L,): first position of layer l in its slot's concatenation
     slot_blk_ptr,  # *int64 (S + 1,)
     slot_layer_ptr,  # *int64 (S + 1,): layers of slot s are [slot_layer[s], slot_layer[s + 1])
-    state_ptr,  # *int32 (3, S, 4)
+    state_ptr,  # *int32 (4, S, 4)
     arrivals_ptr,  # *int32 (S,)
     blk_ties_ptr,  # *int32 (n_blocks,)
     out_ptr,  # *int64 (L, 2)
     n_slots,
     keep_all,
+    span,
+    LAST_PASS: tl.constexpr,
     BLOCK: tl.constexpr,
     CHUNK: tl.constexpr,
     BLOCK_L: tl.constexpr,
@@ -178,7 +215,7 @@ def _tie_cut_kernel(
     pid = tl.program_id(0)
     layer = tl.load(blk_layer_ptr + pid)
     slot = tl.load(layer_slot_ptr + layer)
-    row = state_ptr + (2 * n_slots + slot) * 4
+    row = state_ptr + (LAST_PASS * n_slots + slot) * 4
     tau = tl.load(row)
     k_rem = tl.load(row + 1)
     ties = tl.load(row + 2)
@@ -187,8 +224,8 @@ def _tie_cut_kernel(
     cut = keep_all
     writer = pid == lo  # keeping every tie needs no scores: the slot's first CTA writes its rows
     if k_rem < ties:
-        tie = _block_ties(ptr_table, blk_layer_ptr, blk_start_ptr, layer_numel_ptr, pid, tau, BLOCK)
-        tl.store(blk_ties_ptr + pid, tl.sum(tie.to(tl.int32), axis=0))
+        tl.store(blk_ties_ptr + pid, _span_ties(ptr_table, blk_layer_ptr, blk_start_ptr, layer_numel_ptr, pid, tau,
+                                                span, BLOCK))
         tl.debug_barrier()  # as in _radix_pass_kernel: the store before the one-thread release
         arrived = tl.atomic_add(arrivals_ptr + slot, 1, sem="acq_rel")
         writer = arrived == hi - lo - 1
@@ -197,7 +234,7 @@ def _tie_cut_kernel(
             running = 0
             found = tl.zeros((), dtype=tl.int64)
             before = 0
-            for c in range(lo, hi, CHUNK):  # exactly one block of the slot crosses k_rem
+            for c in range(lo, hi, CHUNK):  # exactly one span of the slot crosses k_rem
                 idx = c + tl.arange(0, CHUNK)
                 # volatile: the other CTAs' counts, not an L1 line cached before they wrote
                 cnt = tl.load(blk_ties_ptr + idx, mask=idx < hi, other=0, volatile=True)
@@ -206,9 +243,8 @@ def _tie_cut_kernel(
                 found += tl.sum(tl.where(hit, idx, 0), axis=0)
                 before += tl.sum(tl.where(hit, incl - cnt, 0), axis=0)
                 running += tl.sum(cnt, axis=0)
-            tie = _block_ties(ptr_table, blk_layer_ptr, blk_start_ptr, layer_numel_ptr, found, tau, BLOCK)
-            rank = tl.cumsum(tie.to(tl.int32), axis=0)
-            pos = tl.sum(tl.where(tie & (rank == k_rem - before), tl.arange(0, BLOCK), 0), axis=0)
+            pos = _span_tie_position(ptr_table, blk_layer_ptr, blk_start_ptr, layer_numel_ptr, found, tau,
+                                     k_rem - before, span, BLOCK)
             t_layer = tl.load(blk_layer_ptr + found)
             cut = tl.load(layer_base_ptr + t_layer) + tl.load(blk_start_ptr + found) + pos
     if writer:
@@ -278,7 +314,8 @@ class SelectPlan:
     numels: tuple[int, ...]
     slots: tuple[int, ...]
     ks: tuple[int, ...]
-    block: int
+    block: int  # scores per load (the vector width of the kernels)
+    span: int  # scores per CTA, a multiple of block
     blk_layer: torch.Tensor  # (n_blocks,) int64
     blk_start: torch.Tensor  # (n_blocks,) int64
     layer_numel: torch.Tensor  # (L,) int64
@@ -287,8 +324,8 @@ class SelectPlan:
     slot_blk: torch.Tensor  # (S + 1,) int64
     slot_layer: torch.Tensor  # (S + 1,) int64
     slot_k: torch.Tensor  # (S,) int32
-    hist: torch.Tensor  # (S, 2048) int32 workspace
-    state: torch.Tensor  # (3, S, 4) int32 workspace
+    hist: torch.Tensor  # (S, 256) int32 workspace
+    state: torch.Tensor  # (4, S, 4) int32 workspace
     arrivals: torch.Tensor  # (S,) int32 workspace
     blk_ties: torch.Tensor  # (n_blocks,) int32 workspace
     pointer_tables: dict[tuple[int, ...], torch.Tensor] = field(default_factory=dict, repr=False)
@@ -310,10 +347,16 @@ def make_select_plan(
     slots: Sequence[int] | None = None,
     *,
     block: int = 4096,
+    span: int | None = None,
     device: torch.device | str = "cpu",
 ) -> SelectPlan:
     """Plan a selection over layers of ``numels`` entries: layer l goes to slot ``slots[l]`` (default: its own),
     slot s keeps ``ks[s]``. Slots must be 0, 1, ... in non-decreasing layer order (each slot's layers contiguous).
+
+    Each CTA reads ``span`` scores of one layer, ``block`` at a time, and flushes one histogram per pass. The
+    default span gives about 8 CTAs per SM of a CUDA device (at most 64 blocks each; for the interpreter, one
+    block). Measured on an H200 (benchmarks/bench_select.py, 2^24 scores): 1024 CTAs 275 µs, 256 CTAs 338 µs,
+    64 CTAs 892 µs.
     """
     numels = tuple(int(n) for n in numels)
     if not numels or any(n < 1 for n in numels):
@@ -336,15 +379,19 @@ def make_select_plan(
         if not 1 <= k <= size:
             raise ValueError(f"ks[{s}] must be in [1, {size}], got {k}")
     _check_block("block", block, 16)
-    n_blocks = sum(triton.cdiv(n, block) for n in numels)
+    if span is None:
+        span = block * _default_span_blocks(sum(numels), block, torch.device(device))
+    if isinstance(span, bool) or not isinstance(span, int) or span < block or span % block:
+        raise ValueError(f"span must be a positive multiple of block ({block}), got {span!r}")
+    n_blocks = sum(triton.cdiv(n, span) for n in numels)
     if n_blocks > _MAX_GRID:
-        raise ValueError(f"the layers need {n_blocks} blocks of {block}; at most {_MAX_GRID}: raise block")
+        raise ValueError(f"the layers need {n_blocks} spans of {span}; at most {_MAX_GRID}: raise span")
     blk_layer, blk_start, layer_base, slot_blk, slot_layer = [], [], [], [0], [0]
     base = [0] * n_slots
     for layer, (n, s) in enumerate(zip(numels, slots)):
         layer_base.append(base[s])
         base[s] += n
-        starts = range(0, n, block)
+        starts = range(0, n, span)
         blk_layer += [layer] * len(starts)
         blk_start += list(starts)
         if layer + 1 == len(numels) or slots[layer + 1] != s:
@@ -358,13 +405,22 @@ def make_select_plan(
         return torch.zeros(shape, dtype=torch.int32, device=device)
 
     return SelectPlan(
-        numels, slots, ks, block,
+        numels, slots, ks, block, span,
         blk_layer=t(blk_layer, torch.int64), blk_start=t(blk_start, torch.int64),
         layer_numel=t(numels, torch.int64), layer_slot=t(slots, torch.int64), layer_base=t(layer_base, torch.int64),
         slot_blk=t(slot_blk, torch.int64), slot_layer=t(slot_layer, torch.int64), slot_k=t(ks, torch.int32),
         hist=zeros(n_slots, _HIST_BINS), state=zeros(len(_PASSES), n_slots, _STATE), arrivals=zeros(n_slots),
         blk_ties=zeros(n_blocks),
     )
+
+
+def _default_span_blocks(total: int, block: int, device: torch.device) -> int:
+    """Blocks per CTA for ~8 CTAs per SM over ``total`` scores (1 under the interpreter, 64 at most)."""
+    arch = tiles.device_arch(device) if device.type in ("cuda", "meta") else None
+    if arch is None:
+        return 1
+    sms = tiles.device_sms(device) or tiles.nominal_sms(arch)
+    return max(1, min(64, triton.cdiv(total, block * 8 * sms)))
 
 
 def _pointer_table(plan: SelectPlan, scores: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -380,12 +436,12 @@ def _pointer_table(plan: SelectPlan, scores: Sequence[torch.Tensor]) -> torch.Te
     return table
 
 
-def select_thresholds(scores: Sequence[torch.Tensor], plan: SelectPlan, *, num_warps: int = 4) -> torch.Tensor:
-    """(L, 2) int64 thresholds (τ bits, tie cut) of ``scores`` under ``plan``: 4 launches, no host synchronisation
+def select_thresholds(scores: Sequence[torch.Tensor], plan: SelectPlan, *, num_warps: int = 8) -> torch.Tensor:
+    """(L, 2) int64 thresholds (τ bits, tie cut) of ``scores`` under ``plan``: 5 launches, no host synchronisation
     (after the first call on these tensors, no host-to-device copy either).
 
-    ``plan.block <= 1024 * num_warps`` (at most 32 scores per thread, the default 4096 / 4) compiles without
-    register spills for sm_80/89/90; 64 scores per thread spill a few bytes in some variants.
+    ``plan.block <= 512 * num_warps`` (at most 16 scores per thread, the default 4096 / 8) compiles without
+    register spills for sm_80/89/90 under Triton 3.6 and 3.9; 32 scores per thread spill 8 bytes in some passes.
     """
     if len(scores) != len(plan.numels):
         raise ValueError(f"scores must hold {len(plan.numels)} tensors (the plan's layers), got {len(scores)}")
@@ -402,10 +458,12 @@ def select_thresholds(scores: Sequence[torch.Tensor], plan: SelectPlan, *, num_w
         for p, (shift, width) in enumerate(_PASSES):
             launch(_radix_pass_kernel, (n_blocks,), device,
                    *blocks, plan.slot_blk, plan.slot_k, plan.hist, plan.state, plan.arrivals, n_slots,
-                   PASS=p, SHIFT=shift, WIDTH=width, BLOCK=plan.block, num_warps=num_warps)
+                   plan.span, PASS=p, SHIFT=shift, WIDTH=width, HIST_BINS=_HIST_BINS, BLOCK=plan.block,
+                   num_warps=num_warps)
         launch(_tie_cut_kernel, (n_blocks,), device,
                *blocks, plan.layer_base, plan.slot_blk, plan.slot_layer, plan.state, plan.arrivals, plan.blk_ties,
-               out, n_slots, _KEEP_ALL, BLOCK=plan.block, CHUNK=1024, BLOCK_L=128, num_warps=num_warps)
+               out, n_slots, _KEEP_ALL, plan.span, LAST_PASS=len(_PASSES) - 1, BLOCK=plan.block, CHUNK=1024,
+               BLOCK_L=128, num_warps=num_warps)
     except BaseException:
         plan.reset_workspace()  # a launch stopped half-way may have left bins or counters behind
         raise
@@ -423,8 +481,9 @@ def threshold_mask(
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """Bool mask (``scores``' shape) and/or row bit-packed int32 words (R, ⌈C/32⌉) from one threshold row.
 
-    ``scores`` is viewed as (R, C) = (shape[0], numel / shape[0]); ``threshold`` is a (2,) int64 row of
-    :func:`select_thresholds`. One launch, 1-D grid over (block_r, block_c) tiles.
+    ``scores`` is viewed as (R, C) = (shape[0], numel / shape[0]) when bits are wanted, else as one flat row
+    (tiles of block_r · block_c scores: a bias or any thin tensor reads as fast as a square one); ``threshold``
+    is a (2,) int64 row of :func:`select_thresholds`. One launch, 1-D grid over (block_r, block_c) tiles.
     """
     if scores.dtype != torch.float32 or not scores.is_contiguous() or scores.dim() < 1:
         raise ValueError(f"scores must be contiguous float32 with >= 1 dimension, got {scores.dtype} "
@@ -434,7 +493,10 @@ def threshold_mask(
                          f"{tuple(threshold.shape)} on {threshold.device}")
     _check_block("block_r", block_r, 1)
     _check_block("block_c", block_c, 32)
-    rows = scores.shape[0]
+    if want_bits:
+        rows = scores.shape[0]
+    else:  # the mask is elementwise in the flat index: one row, tiles of block_r · block_c scores
+        rows, block_c, block_r = 1, block_r * block_c, 1
     cols = scores.numel() // max(rows, 1)
     s2 = scores.reshape(rows, cols)
     n_words = triton.cdiv(cols, 32)

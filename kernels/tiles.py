@@ -194,6 +194,11 @@ _NOMINAL_SMS = {"sm90": 132, "sm80": 108, "sm86": 84, "interpret": 1}  # H100 SX
 _SMS: dict[int, int] = {}
 
 
+def nominal_sms(arch: int | None) -> int:
+    """SMs assumed for ``arch`` when no device can be asked (compiling ahead of time)."""
+    return _NOMINAL_SMS[arch_class(arch)]
+
+
 def device_sms(device: torch.device) -> int | None:
     """Streaming multiprocessors of a CUDA ``device``; None for the interpreter or under :func:`target_arch`."""
     if _override.get() is not None or device.type != "cuda":

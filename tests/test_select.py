@@ -89,7 +89,7 @@ def _recording(monkeypatch, forbid_sync=True):
 
 
 @pytest.mark.parametrize("slots", [(0, 1, 2), (0, 0, 0)])
-def test_select_thresholds_is_four_launches_and_no_fill_copy_or_sync_after_the_first_call(monkeypatch, slots):
+def test_select_thresholds_is_five_launches_and_no_fill_copy_or_sync_after_the_first_call(monkeypatch, slots):
     scores = [_scores((33, 7), 1, ties=True), _scores((130,), 2, ties=True), _scores((4, 4, 3, 3), 3)]
     ks = (100, 40, 70)[: max(slots) + 1]
     plan = sel.make_select_plan([s.numel() for s in scores], ks, slots, block=32, device=DEVICE)
@@ -99,12 +99,47 @@ def test_select_thresholds_is_four_launches_and_no_fill_copy_or_sync_after_the_f
     for _ in range(2):
         with _recording(monkeypatch) as (launches, recorder):
             thr = sel.select_thresholds(scores, plan)
-        assert [name for name, _ in launches] == ["_radix_pass_kernel"] * 3 + ["_tie_cut_kernel"]
+        assert [name for name, _ in launches] == ["_radix_pass_kernel"] * 4 + ["_tie_cut_kernel"]
         assert all(len(grid) == 1 for _, grid in launches)
         assert all(op.startswith("aten.empty.") for op in recorder.ops), recorder.ops  # the output only
         assert torch.equal(thr, first)
     assert bool((thr[:, 1] < 2**62).any())  # some slot dropped ties: the counted calls took the tie-cut path
     _check(scores, ks, slots, thr)
+
+
+@pytest.mark.parametrize("span_blocks", [2, 5])
+@pytest.mark.parametrize("slots", [(0, 1, 2, 3), (0, 0, 0, 0), (0, 0, 1, 1)])
+def test_a_cta_spanning_several_blocks_selects_exactly(slots, span_blocks, monkeypatch):
+    """span = several blocks per CTA: histograms summed over the span, ties counted and ranked across blocks."""
+    shapes = [(37, 29), (5,), (16, 3, 3, 3), (300,)]
+    scores = [_scores(shape, 40 + i, ties=i != 2) for i, shape in enumerate(shapes)]
+    numels = [s.numel() for s in scores]
+    sizes = [sum(n for n, sl in zip(numels, slots) if sl == slot) for slot in range(max(slots) + 1)]
+    for density in (0.5, 0.1, 0.013):
+        ks = [masks.keep_count(density, n) for n in sizes]
+        plan = sel.make_select_plan(numels, ks, slots, block=16, span=16 * span_blocks, device=DEVICE)
+        assert plan.blk_layer.numel() == sum(math.ceil(n / (16 * span_blocks)) for n in numels)
+        with _recording(monkeypatch, forbid_sync=False) as (launches, _):
+            thr = sel.select_thresholds(scores, plan)
+        assert launches[0][1] == (plan.blk_layer.numel(),)
+        _check(scores, ks, slots, thr)
+        _assert_workspace_clean(plan)
+    assert bool((thr[:, 1] < 2**62).any()) and bool((thr[:, 1] > 0).any())  # ties cut inside a span
+
+
+def test_span_defaults_to_eight_ctas_per_sm_on_a_gpu_and_is_checked():
+    tiles = ops._kernels("tiles")
+    n = 4096 * 4096
+    assert sel.make_select_plan([n], [n // 2], device="meta").span == 4096  # no GPU asked: one block per CTA
+    with tiles.target_arch(90):  # compiling for an H100 (132 SMs): 16M scores in ~8 CTAs per SM
+        plan = sel.make_select_plan([n], [n // 2], device="meta")
+    assert plan.span == 4096 * 4 and plan.blk_layer.numel() == 1024
+    with tiles.target_arch(80):
+        assert sel.make_select_plan([1000], [10], device="meta").span == 4096  # small: never below one block
+        assert sel.make_select_plan([2**31 - 1], [10], device="meta").span == 4096 * 64  # capped at 64 blocks
+    for bad in (4096 * 3 // 2, 2048, 0, True):
+        with pytest.raises(ValueError, match=f"span must be a positive multiple of block \\(4096\\), got {bad}"):
+            sel.make_select_plan([n], [10], span=bad, device="meta")
 
 
 def test_workspace_is_left_clean_across_calls_plans_and_tensor_sets(poisoned):
@@ -158,7 +193,7 @@ def test_threshold_mask_is_one_launch_on_a_1d_grid_and_exact_on_an_odd_shape(mon
 
 
 def test_grids_past_the_cuda_limit_are_refused_before_any_allocation():
-    with pytest.raises(ValueError, match="blocks of 16; at most 2147483647"):
+    with pytest.raises(ValueError, match="spans of 16; at most 2147483647"):
         sel.make_select_plan([2**31 - 1] * 17, [1] * 17, block=16, device="meta")
     huge = torch.empty((2**20, 2**20), device="meta")
     with pytest.raises(ValueError, match="tiles of \\(1, 32\\); at most 2147483647"):

@@ -203,6 +203,7 @@ def exercise() -> None:
         _call("select_thresholds", sel.select_thresholds, layers,
               sel.make_select_plan([s.numel() for s in layers], ks, slots, device="meta"))
     _call("threshold_mask", sel.threshold_mask, layers[1], t(2, dtype=torch.int64), want_mask=True, want_bits=True)
+    _call("threshold_mask", sel.threshold_mask, layers[1], t(2, dtype=torch.int64))  # mask only: one flat row
     _call("sign_bits", ph.sign_bits, 1, 300, 784, device="meta")
     _call("philox_words", ph.philox_words, 1, torch.arange(1000, dtype=torch.int32))  # validates values: CPU
     _call("sign_tile_words", pg.sign_tile_words, 1, 300, 784, device="meta")
