@@ -3,7 +3,8 @@ epilogue — of a 784-512-512-10 MLP at batch 256, per-layer and global top-k:
   * captured in a ``torch.cuda.CUDAGraph`` after warm-up on a side stream and replayed, against the same steps
     run eagerly (masks identical, scores equal: the same kernels on the same inputs);
   * run eagerly under ``torch.cuda.set_sync_debug_mode("error")``: no host synchronisation anywhere in the step;
-  * the fused step against torch.optim.SGD on the same kernels' dS.
+  * the fused step against torch.optim.SGD on the same kernels' dS;
+each on both paths of the linear layers: the fused GEMM kernels and W ⊙ M materialized for cuBLAS.
 Logging (``.item()``, accuracy) stays out of the step. Deselected by default (``-m gpu`` runs them).
 """
 
@@ -18,6 +19,15 @@ from strongticket.nn import masked_layers, use_global_topk
 from strongticket.optim import ScoreSGD
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
+
+
+
+@pytest.fixture(autouse=True, params=["fused", "materialize"])
+def gemm_path(request, monkeypatch):
+    """Every test on both Triton paths of the masked linear layers (``STRONGTICKET_GEMM``)."""
+    monkeypatch.setenv("STRONGTICKET_GEMM", request.param)
+    return request.param
+
 
 BATCH, WARMUP, STEPS = 256, 3, 4
 HYPER = dict(lr=0.1, momentum=0.9, weight_decay=1e-4)  # constant lr: a graph replays the lr it captured

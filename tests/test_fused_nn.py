@@ -56,8 +56,10 @@ def _train(model, optimizer, steps, fused, x, y, record=None):
                                [lay.scores.detach().clone() for lay in masked_layers(model)]))
 
 
+@pytest.mark.parametrize("gemm", ["fused", "materialize"])
 @pytest.mark.parametrize("scope", ["layer", "global"])
-def test_fused_sgd_steps_equal_torch_sgd_on_the_reference_path(scope):
+def test_fused_sgd_steps_equal_torch_sgd_on_the_reference_path(scope, gemm, monkeypatch):
+    monkeypatch.setenv("STRONGTICKET_GEMM", gemm)
     x, y = _data()
     runs = []
     for fused in (False, True):
@@ -308,8 +310,10 @@ def test_opcheck_fused_ops(interpret):
             torch.library.opcheck(op, args)
 
 
+@pytest.mark.parametrize("gemm", ["fused", "materialize"])
 @pytest.mark.parametrize("interpret", [False, True])
-def test_fused_sgd_ops_equal_torch_sgd_steps(interpret):
+def test_fused_sgd_ops_equal_torch_sgd_steps(interpret, gemm, monkeypatch):
+    monkeypatch.setenv("STRONGTICKET_GEMM", gemm)
     """masked_linear_sgd: two steps from a zero buffer are torch.optim.SGD's two steps (its first clones dS)."""
     g = torch.Generator().manual_seed(4)
     x, w, s0, dy = (torch.randn(*shape, generator=g) for shape in ((9, 40), (6, 40), (6, 40), (9, 6)))

@@ -13,6 +13,9 @@ Providers, for a Linear layer x (B, K), W, S (N, K), SGD momentum on S:
              W stored in the variant's dtype (bf16 W is format (b) of shared/reference/kernels.md §2). Dots: bf16
              tensor cores; fp32 through tensor cores as tf32x3 (fp32-level error, the kernels' default), against
              the original's fp32 cuBLAS GEMMs without TF32 (PyTorch's default). Tiles: kernels.tiles' choice.
+  materialize  the same selection; W ⊙ M written once (kernels.mask_apply from the bit mask) in the variant's
+             dtype and multiplied by cuBLAS (F.linear, dy @ W⊙M, G = dyᵀx in fp32); dS / the SGD step in one
+             elementwise pass over G (kernels.mask_apply.score_grad). The ops' path on CUDA (STRONGTICKET_GEMM).
 Ops: ``fwd`` (mask + forward), ``step`` (mask + forward + backward + optimizer), ``select`` (τ and mask over
 2^24 scores). Shapes (B, K, N) = (256, 4096, 4096), (4096, 4096, 4096), (256, 1024, 1024); densities 0.5, 0.05;
 fp32 and bf16 (fp32 floors use the measured fp32 mm rate, TF32 off: the fused tf32x3 path may beat them).
@@ -47,17 +50,21 @@ import torch
 import torch.nn.functional as F
 
 from .. import masks, ops
+from ..ops._common import _grad_weight
 from ..random import sign_bits as _sign_bits
 from ..random import stream_seed as _stream_seed
 
 # installed: strongticket.kernels; a source tree on the path: the kernels/ folder beside the package
-ml, pg, sd, sel = (ops._kernels(name) for name in ("masked_linear", "packed_gemm", "seeded", "select"))
+ml, pg, sd, sel, ma = (ops._kernels(name)
+                       for name in ("masked_linear", "packed_gemm", "seeded", "select", "mask_apply"))
 
 SHAPES = [(256, 4096, 4096), (4096, 4096, 4096), (256, 1024, 1024)]
 SMOKE_SHAPES = [(16, 64, 48), (33, 40, 24)]
 DENSITIES = [0.5, 0.05]
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 LR, MOMENTUM = 0.1, 0.9
+PROVIDERS = ("original", "reference", "fused", "materialize")
+_ON_DEVICE = ("fused", "materialize")  # selection on the device, SGD fused into the backward pass
 # On a GPU every kernel takes the tiles kernels.tiles chooses for it (those the AOT gate compiles and checks).
 _GPU_TILES = {"fwd": {}, "dx": {}, "ds": {}, "select": dict(block=4096)}
 WEIGHTLESS_SIZES, WEIGHTLESS_BATCHES, WSTEP_SHAPES = [4096, 8192], [1, 16, 256], [(256, 4096, 4096)]
@@ -143,9 +150,10 @@ class _Providers:
         self.x, self.dy, self.w32, s, self.k = _make(shape, density, dtype, device)
         self.density, self.dtype, self.tiles = density, dtype, tiles
         self.w_fused = self.w32.to(dtype)
-        self.s = {p: s.clone().requires_grad_(p != "fused") for p in ("original", "reference", "fused")}
+        self.s = {p: s.clone().requires_grad_(p not in _ON_DEVICE) for p in PROVIDERS}
         self.opt = {p: torch.optim.SGD([self.s[p]], lr=LR, momentum=MOMENTUM) for p in ("original", "reference")}
         self.buf = torch.zeros_like(s)
+        self.buf_m = torch.zeros_like(s)
         self.plan = sel.make_select_plan([s.numel()], [self.k], device=device, **tiles.get("select", {}))
         self.precision = None  # the kernels' default: bf16 tensor cores, tf32x3 for fp32
 
@@ -188,9 +196,25 @@ class _Providers:
                                       **self.tiles["ds"])
         return y, dx, ds
 
+    def materialize(self, backward=True, sgd=False):
+        """The ops' ``materialize`` path: the same selection, W ⊙ M written in the variant's dtype, cuBLAS GEMMs,
+        dS / the SGD step in one elementwise pass over G = dyᵀx (fp32)."""
+        s = self.s["materialize"]
+        thr = sel.select_thresholds([s], self.plan)[0]
+        _, bits = sel.threshold_mask(s, thr, want_mask=False, want_bits=True)
+        y = F.linear(self.x, ma.mask_apply(self.w_fused, mask=bits, dtype=self.dtype))
+        if not backward:
+            return y, None, None
+        dx = self.dy @ ma.mask_apply(self.w_fused, mask=bits, dtype=self.dtype)  # from the bits, as the ops do
+        g = _grad_weight(self.dy, self.x)
+        if sgd:
+            ma.score_grad(g, self.w_fused, s, write_grad=False, lr=LR, momentum_buffer=self.buf_m, momentum=MOMENTUM)
+            return y, dx, None
+        return y, dx, ma.score_grad(g, self.w_fused, s)
+
     def step(self, provider):
-        if provider == "fused":
-            return lambda: self.fused(sgd=True)
+        if provider in _ON_DEVICE:
+            return lambda: getattr(self, provider)(sgd=True)
 
         def run():
             getattr(self, provider)()
@@ -205,7 +229,7 @@ class _Providers:
             s = self.s[provider].detach()
             mask = masks.topk_mask(s, self.k) if provider != "original" else (
                 _GetSubnet.apply(s.abs(), self.density) > 0)
-            w = (self.w_fused if provider == "fused" else self.w32).double()
+            w = (self.w_fused if provider in _ON_DEVICE else self.w32).double()
             x, dy = self.x.double(), self.dy.double()
             ref = (x @ (w * mask).T, dy @ (w * mask), (dy.T @ x) * w * torch.sign(s.double()))
         got = getattr(self, provider)()
@@ -220,10 +244,15 @@ def _bytes(op: str, provider: str, shape, dtype) -> float:
     B, K, N = shape
     e = 2 if dtype == torch.bfloat16 else 4
     nk = N * K
+    # selection: 4 passes over |S| (16 B); materialize: bits (S 4 + 1/8), W ⊙ M (e + 1/8 in, e out), GEMM reads e
+    mat = 16 + 4.125 + 2 * e + 0.125 + e
     if op == "fwd":
-        per = {"original": 164 + 12 + 4, "reference": 16 + 12 + 4, "fused": e + 4 + 0.125 + 12}[provider]
+        per = {"original": 164 + 12 + 4, "reference": 16 + 12 + 4, "fused": e + 4 + 0.125 + 16,
+               "materialize": mat}[provider]
         return per * nk + e * (B * K + B * N)
-    per = {"original": 232, "reference": 84 + 12, "fused": (e + 4 + 0.125) + (e + 0.125) + (e + 16) + 12}[provider]
+    # step, materialize: + W ⊙ M again for dx (2e + 1/8, GEMM e), G written (4), SGD pass (G, W, S, buf in; S, buf out)
+    per = {"original": 232, "reference": 84 + 12, "fused": (e + 4 + 0.125) + (e + 0.125) + (e + 16) + 16,
+           "materialize": mat + 3 * e + 0.125 + 4 + (20 + e)}[provider]
     return per * nk + 3 * e * (B * K + B * N)
 
 
@@ -278,7 +307,8 @@ def _plot(rows: list[dict], path: Path) -> None:
         return
     fig, ax = plt.subplots(figsize=(max(6, 0.5 * len(steps)), 4))
     ax.bar(range(len(steps)), [r["speedup"] for r in steps],
-           color=["tab:green" if r["variant"].startswith("fused") else "tab:blue" for r in steps])
+           color=[{"fused": "tab:green", "materialize": "tab:orange"}.get(r["variant"].split("/")[0], "tab:blue")
+                  for r in steps])
     ax.set_xticks(range(len(steps)), [f"{r['shape']}\n{r['variant']}" for r in steps], rotation=90, fontsize=6)
     ax.set_ylabel("whole-step speedup vs original")
     ax.axhline(1, color="gray", lw=0.5)
@@ -450,7 +480,7 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 p = _Providers(shape, density, dtype, device, tiles)
                 B, K, N = shape
-                for provider in ("original", "reference", "fused"):
+                for provider in PROVIDERS:
                     err = p.rel_err(provider)
                     variant = f"{provider}/{dname}/d={density}"
                     t = bench(lambda p=p, pr=provider: getattr(p, pr)(backward=False))

@@ -18,6 +18,9 @@ from ..backend import backend_name
 
 _FLOATS = (torch.float32, torch.bfloat16)
 _PRECISION_VAR = "STRONGTICKET_INPUT_PRECISION"
+_GEMM_VAR = "STRONGTICKET_GEMM"
+GEMM_PATHS = ("auto", "fused", "materialize")
+MATERIALIZE_FROM = 2**22  # weights per layer from which auto materializes W ⊙ M on CUDA (see _gemm_path)
 
 
 def _kernels(name: str) -> ModuleType:
@@ -55,6 +58,32 @@ def _input_precision() -> str | None:
     if value not in allowed:
         raise ValueError(f"{_PRECISION_VAR} must be one of {', '.join(allowed)}, got {value!r}")
     return value
+
+
+def _gemm_path(device: torch.device, numel: int) -> str:
+    """How a masked linear layer of ``numel`` weights runs on the Triton backend: ``fused`` (our GEMM kernels
+    build W ⊙ M in registers and run SGD in the dS epilogue) or ``materialize`` (one elementwise kernel writes
+    W ⊙ M in the compute dtype, the library GEMM — cuBLAS on a GPU — multiplies, one elementwise kernel turns
+    G = dyᵀx into dS or the SGD step). ``STRONGTICKET_GEMM`` = auto (default) | fused | materialize. auto
+    materializes on CUDA from 2^22 weights: on an H200 (2026-11-29, benchmarks/gpu_check.sh) the whole step at
+    4096×4096 ran 1.4× (B=256, bf16) to 3.4× (B=4096, bf16) faster materialized, and at 1024×1024 (launch-bound)
+    10–15% slower. The interpreter keeps the fused kernels, which the tests pin."""
+    value = os.environ.get(_GEMM_VAR, "auto")
+    if value not in GEMM_PATHS:
+        raise ValueError(f"{_GEMM_VAR} must be one of {', '.join(GEMM_PATHS)}, got {value!r}")
+    if value != "auto":
+        return value
+    return "materialize" if device.type == "cuda" and numel >= MATERIALIZE_FROM else "fused"
+
+
+def _grad_weight(dy2: Tensor, x2: Tensor) -> Tensor:
+    """G = dy2ᵀ x2 (N, K) for the score gradient: fp32 for fp32 inputs; for bf16 inputs accumulated in fp32 and
+    kept in fp32 (``mm`` with ``out_dtype`` on CUDA, an fp32 product elsewhere), never rounded to bf16."""
+    if dy2.dtype == torch.float32 and x2.dtype == torch.float32:
+        return dy2.t() @ x2
+    if dy2.is_cuda and dy2.dtype == x2.dtype == torch.bfloat16:
+        return torch.mm(dy2.t(), x2, out_dtype=torch.float32)
+    return dy2.t().float() @ x2.float()
 
 
 def _masked_weight(weight: Tensor, mask: Tensor, dtype: torch.dtype) -> Tensor:

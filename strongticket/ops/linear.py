@@ -9,6 +9,10 @@
   masked_linear_sgd(dy, x, W, S!, buf!, lr, μ, λ) -> None        buf = μ·buf + dS + λ·S; S −= lr·buf, in place
 
 Shapes: x (..., K), weight/scores/mask (N, K), bias (N,) → y (..., N); the leading dims of x flatten into the batch.
+
+On the Triton backend each op runs one of two paths (``ops._common._gemm_path``, ``STRONGTICKET_GEMM``): the fused
+GEMM kernels, or W ⊙ M written once by an elementwise kernel and multiplied by the library GEMM (cuBLAS on a GPU)
+with the score gradient / SGD step in one elementwise pass over G = dyᵀx. Same masks, bits and semantics.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ from torch import Tensor
 from ._common import (
     _as_mask_arg,
     _check_sgd,
+    _gemm_path,
+    _grad_weight,
     _input_precision,
     _kernels,
     _masked_weight,
@@ -40,9 +46,17 @@ __all__ = [
 ]
 
 
+def _materialized(weight: Tensor, mask: Tensor, dtype: torch.dtype) -> Tensor:
+    """(W ⊙ M).to(dtype) by the mask-apply kernel, for the library GEMM (``STRONGTICKET_GEMM`` materialize)."""
+    return _kernels("mask_apply").mask_apply(weight.contiguous(), mask=mask.contiguous(), dtype=dtype)
+
+
 @torch.library.custom_op("strongticket::masked_linear", mutates_args=())
 def masked_linear(x: Tensor, weight: Tensor, scores: Tensor, mask: Tensor, bias: Tensor | None) -> Tensor:
     """y = x (W ⊙ M)ᵀ + b; ``scores`` only routes the straight-through gradient dS = (dyᵀx) ⊙ W ⊙ sign(S)."""
+    if _use_triton(x, weight, bias) and _gemm_path(x.device, weight.numel()) == "materialize":
+        b = None if bias is None else bias.to(x.dtype)
+        return F.linear(x, _materialized(weight, mask, x.dtype), b)
     if _use_triton(x, weight, bias):
         ml = _kernels("masked_linear")
         x2 = x.reshape(-1, x.shape[-1])
@@ -86,6 +100,11 @@ masked_linear.register_autograd(_linear_backward, setup_context=_linear_setup_co
 
 def _threshold_forward(x: Tensor, weight: Tensor, scores: Tensor, threshold: Tensor,
                        bias: Tensor | None) -> tuple[Tensor, Tensor]:
+    if (_use_triton(x, weight, scores, bias) and scores.dtype == torch.float32
+            and _gemm_path(x.device, weight.numel()) == "materialize"):
+        _, bits = _kernels("select").threshold_mask(scores.contiguous(), threshold, want_mask=False, want_bits=True)
+        b = None if bias is None else bias.to(x.dtype)
+        return F.linear(x, _materialized(weight, bits, x.dtype), b), bits
     if _use_triton(x, weight, scores, bias) and scores.dtype == torch.float32:
         ml = _kernels("masked_linear")
         x2 = x.reshape(-1, x.shape[-1])
@@ -175,6 +194,8 @@ masked_linear_threshold_sgd.register_autograd(_threshold_sgd_backward, setup_con
 @torch.library.custom_op("strongticket::masked_linear_dx", mutates_args=())
 def masked_linear_dx(dy: Tensor, weight: Tensor, mask: Tensor) -> Tensor:
     """dx = dy (W ⊙ M) for dy (..., N); ``mask``: bool (N, K) or int32 words (N, ⌈K/32⌉)."""
+    if _use_triton(dy, weight) and _gemm_path(dy.device, weight.numel()) == "materialize":
+        return dy @ _materialized(weight, mask, dy.dtype)
     if _use_triton(dy, weight):
         dx = _kernels("masked_linear").masked_linear_dx(
             dy.reshape(-1, dy.shape[-1]), weight, mask=_as_mask_arg(mask), input_precision=_input_precision())
@@ -199,6 +220,9 @@ def masked_linear_dscores(dy: Tensor, x: Tensor, weight: Tensor, scores: Tensor)
     """dS = (dyᵀ x) ⊙ W ⊙ sign(S) over the flattened batch; dense, pruned edges included."""
     dy2 = dy.reshape(-1, dy.shape[-1])  # (B, N)
     x2 = x.reshape(-1, x.shape[-1])  # (B, K)
+    if (_use_triton(dy, x, weight, scores) and scores.dtype == torch.float32
+            and _gemm_path(dy.device, weight.numel()) == "materialize"):
+        return _kernels("mask_apply").score_grad(_grad_weight(dy2, x2), weight.contiguous(), scores.contiguous())
     if _use_triton(dy, x, weight, scores) and scores.dtype == torch.float32:
         return _kernels("masked_linear").masked_linear_dscores(
             dy2, x2, weight, scores.contiguous(), input_precision=_input_precision())
@@ -221,6 +245,11 @@ def masked_linear_sgd(dy: Tensor, x: Tensor, weight: Tensor, scores: Tensor, mom
     x2 = x.reshape(-1, x.shape[-1])
     if (_use_triton(dy, x, weight, scores) and scores.dtype == torch.float32 and scores.is_contiguous()
             and (momentum_buffer is None or momentum_buffer.is_contiguous())):
+        if _gemm_path(dy.device, weight.numel()) == "materialize":
+            _kernels("mask_apply").score_grad(_grad_weight(dy2, x2), weight.contiguous(), scores, write_grad=False,
+                                              lr=lr, momentum_buffer=momentum_buffer, momentum=momentum,
+                                              weight_decay=weight_decay)
+            return
         _kernels("masked_linear").masked_linear_dscores(
             dy2, x2, weight, scores, write_grad=False, lr=lr, momentum_buffer=momentum_buffer, momentum=momentum,
             weight_decay=weight_decay, input_precision=_input_precision())
