@@ -80,6 +80,23 @@ _POINTER_TABLES = 64  # cached pointer tables per plan; the oldest goes first (a
 # evicted table would read freed memory: 64 sets of tensors per plan before that can happen)
 
 
+# CTA span b: its layer, an fp32 pointer to its first score (int64 base, so offsets within the span stay int32:
+# 64-bit addresses without int64 index vectors) and its number of scores (the last span of a layer is short).
+@triton.jit
+def _span(ptr_table, blk_layer_ptr, blk_start_ptr, layer_numel_ptr, b, span):
+    layer = tl.load(blk_layer_ptr + b)
+    start = tl.load(blk_start_ptr + b)
+    src = tl.load(ptr_table + layer).to(tl.pointer_type(tl.float32)) + start
+    limit = tl.minimum(tl.load(layer_numel_ptr + layer) - start, span).to(tl.int32)
+    return layer, src, limit
+
+
+# |S| bit patterns of scores src[idx] (0 past limit): int32, ordered like the magnitudes.
+@triton.jit
+def _magnitude_bits(src, idx, limit):
+    return tl.load(src + idx, mask=idx < limit, other=0.0).to(tl.int32, bitcast=True) & 0x7FFFFFFF
+
+
 # scores: L fp32 tensors read through ptr_table; CTA b reads layer blk_layer[b], entries [blk_start[b], + BLOCK).
 # hist: (S, 256) int32, zero between calls; state: (4, S, 4) int32, row [p, s] written by pass p's last CTA
 # of slot s; arrivals: (S,) int32, zero between launches.
@@ -104,13 +121,8 @@ def _radix_pass_kernel(
     BLOCK: tl.constexpr,
 ):
     pid = tl.program_id(0)
-    layer = tl.load(blk_layer_ptr + pid)
-    start = tl.load(blk_start_ptr + pid)
-    numel = tl.load(layer_numel_ptr + layer)
+    layer, src, limit = _span(ptr_table, blk_layer_ptr, blk_start_ptr, layer_numel_ptr, pid, span)
     slot = tl.load(layer_slot_ptr + layer)
-    # int64 base pointer, int32 offsets within the span: 64-bit addresses without int64 index vectors
-    src = tl.load(ptr_table + layer).to(tl.pointer_type(tl.float32)) + start
-    limit = tl.minimum(numel - start, span).to(tl.int32)
     if PASS > 0:
         prev = state_ptr + ((PASS - 1) * n_slots + slot) * 4
         prefix = tl.load(prev)
@@ -122,7 +134,7 @@ def _radix_pass_kernel(
     for off in range(0, limit, BLOCK):
         idx = off + tl.arange(0, BLOCK)
         valid = idx < limit
-        bits = tl.load(src + idx, mask=valid, other=0.0).to(tl.int32, bitcast=True) & 0x7FFFFFFF
+        bits = _magnitude_bits(src, idx, limit)
         if PASS > 0:
             valid = valid & ((bits >> (SHIFT + WIDTH)) == prefix)  # only candidates that still tie with τ's prefix
         digit = (bits >> SHIFT) & ((1 << WIDTH) - 1)
@@ -156,15 +168,11 @@ def _radix_pass_kernel(
 # Ties at tau (|S| bits == tau) among the scores of CTA span b.
 @triton.jit
 def _span_ties(ptr_table, blk_layer_ptr, blk_start_ptr, layer_numel_ptr, b, tau, span, BLOCK: tl.constexpr):
-    layer = tl.load(blk_layer_ptr + b)
-    start = tl.load(blk_start_ptr + b)
-    src = tl.load(ptr_table + layer).to(tl.pointer_type(tl.float32)) + start
-    limit = tl.minimum(tl.load(layer_numel_ptr + layer) - start, span).to(tl.int32)
+    _, src, limit = _span(ptr_table, blk_layer_ptr, blk_start_ptr, layer_numel_ptr, b, span)
     count = 0
     for off in range(0, limit, BLOCK):
         idx = off + tl.arange(0, BLOCK)
-        bits = tl.load(src + idx, mask=idx < limit, other=0.0).to(tl.int32, bitcast=True) & 0x7FFFFFFF
-        count += tl.sum(((idx < limit) & (bits == tau)).to(tl.int32), axis=0)
+        count += tl.sum(((idx < limit) & (_magnitude_bits(src, idx, limit) == tau)).to(tl.int32), axis=0)
     return count
 
 
@@ -172,16 +180,12 @@ def _span_ties(ptr_table, blk_layer_ptr, blk_start_ptr, layer_numel_ptr, b, tau,
 @triton.jit
 def _span_tie_position(ptr_table, blk_layer_ptr, blk_start_ptr, layer_numel_ptr, b, tau, rank, span,
                        BLOCK: tl.constexpr):
-    layer = tl.load(blk_layer_ptr + b)
-    start = tl.load(blk_start_ptr + b)
-    src = tl.load(ptr_table + layer).to(tl.pointer_type(tl.float32)) + start
-    limit = tl.minimum(tl.load(layer_numel_ptr + layer) - start, span).to(tl.int32)
+    _, src, limit = _span(ptr_table, blk_layer_ptr, blk_start_ptr, layer_numel_ptr, b, span)
     seen = 0
     pos = 0
     for off in range(0, limit, BLOCK):
         idx = off + tl.arange(0, BLOCK)
-        bits = tl.load(src + idx, mask=idx < limit, other=0.0).to(tl.int32, bitcast=True) & 0x7FFFFFFF
-        tie = (idx < limit) & (bits == tau)
+        tie = (idx < limit) & (_magnitude_bits(src, idx, limit) == tau)
         ranks = seen + tl.cumsum(tie.to(tl.int32), axis=0)
         pos += tl.sum(tl.where(tie & (ranks == rank), idx, 0), axis=0)
         seen += tl.sum(tie.to(tl.int32), axis=0)
