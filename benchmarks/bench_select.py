@@ -38,9 +38,20 @@ DIGITS = {"11/10/10": (11, 10, 10), "8/8/8/7": (8, 8, 8, 7), "7/6/6/6/6": (7, 6,
           "6/5/5/5/5/5": (6, 5, 5, 5, 5, 5)}
 
 
+def _log2_sizes(text: str) -> list[int]:
+    try:
+        sizes = [int(v) for v in text.split(",")]
+    except ValueError:
+        sizes = []
+    if not sizes or not all(10 <= v <= 30 for v in sizes):
+        raise argparse.ArgumentTypeError(f"must be comma-separated integers in [10, 30], got {text!r}")
+    return sizes
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", default="20,22,24", help="log2 of the score counts")
+    parser.add_argument("--sizes", default="20,22,24", type=_log2_sizes,
+                        help="comma-separated log2 of the score counts, each in [10, 30]")
     parser.add_argument("--out", default=os.environ.get("OUT", "."))
     parser.add_argument("--cpu-smoke", action="store_true")
     args = parser.parse_args()
@@ -48,7 +59,7 @@ def main() -> int:
     device = "cpu" if smoke else "cuda"
     if not smoke and not torch.cuda.is_available():
         parser.error("no CUDA GPU: use --cpu-smoke with TRITON_INTERPRET=1")
-    sizes = [10, 12] if smoke else [int(v) for v in args.sizes.split(",")]
+    sizes = [10, 12] if smoke else args.sizes
     if smoke:
         def bench(fn):
             fn()
