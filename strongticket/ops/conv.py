@@ -7,6 +7,7 @@
   masked_conv2d_sgd(..., buf, lr, μ, λ) -> y              the same forward; its backward runs score_grad_sgd
 
 Shapes: x (B, C, H, W), weight/scores/mask (O, C/groups, kh, kw); bit-packed masks run along C/groups·kh·kw.
+masked_weight, score_grad and score_grad_sgd serve any layer shape: the linear ops' materialize path uses them too.
 """
 
 from __future__ import annotations

@@ -35,6 +35,7 @@ from ._common import (
     thresholds_mask_ref,
     unpack_bits,
 )
+from .conv import masked_weight, score_grad, score_grad_sgd  # the elementwise ops of the materialize path
 
 __all__ = [
     "masked_linear",
@@ -46,17 +47,12 @@ __all__ = [
 ]
 
 
-def _materialized(weight: Tensor, mask: Tensor, dtype: torch.dtype) -> Tensor:
-    """(W ⊙ M).to(dtype) by the mask-apply kernel, for the library GEMM (``STRONGTICKET_GEMM`` materialize)."""
-    return _kernels("mask_apply").mask_apply(weight.contiguous(), mask=mask.contiguous(), dtype=dtype)
-
-
 @torch.library.custom_op("strongticket::masked_linear", mutates_args=())
 def masked_linear(x: Tensor, weight: Tensor, scores: Tensor, mask: Tensor, bias: Tensor | None) -> Tensor:
     """y = x (W ⊙ M)ᵀ + b; ``scores`` only routes the straight-through gradient dS = (dyᵀx) ⊙ W ⊙ sign(S)."""
     if _use_triton(x, weight, bias) and _gemm_path(x.device, weight.numel()) == "materialize":
         b = None if bias is None else bias.to(x.dtype)
-        return F.linear(x, _materialized(weight, mask, x.dtype), b)
+        return F.linear(x, masked_weight(weight, mask, x.dtype), b)
     if _use_triton(x, weight, bias):
         ml = _kernels("masked_linear")
         x2 = x.reshape(-1, x.shape[-1])
@@ -104,7 +100,7 @@ def _threshold_forward(x: Tensor, weight: Tensor, scores: Tensor, threshold: Ten
             and _gemm_path(x.device, weight.numel()) == "materialize"):
         _, bits = _kernels("select").threshold_mask(scores.contiguous(), threshold, want_mask=False, want_bits=True)
         b = None if bias is None else bias.to(x.dtype)
-        return F.linear(x, _materialized(weight, bits, x.dtype), b), bits
+        return F.linear(x, masked_weight(weight, bits, x.dtype), b), bits
     if _use_triton(x, weight, scores, bias) and scores.dtype == torch.float32:
         ml = _kernels("masked_linear")
         x2 = x.reshape(-1, x.shape[-1])
@@ -195,7 +191,7 @@ masked_linear_threshold_sgd.register_autograd(_threshold_sgd_backward, setup_con
 def masked_linear_dx(dy: Tensor, weight: Tensor, mask: Tensor) -> Tensor:
     """dx = dy (W ⊙ M) for dy (..., N); ``mask``: bool (N, K) or int32 words (N, ⌈K/32⌉)."""
     if _use_triton(dy, weight) and _gemm_path(dy.device, weight.numel()) == "materialize":
-        return dy @ _materialized(weight, mask, dy.dtype)
+        return dy @ masked_weight(weight, mask, dy.dtype)
     if _use_triton(dy, weight):
         dx = _kernels("masked_linear").masked_linear_dx(
             dy.reshape(-1, dy.shape[-1]), weight, mask=_as_mask_arg(mask), input_precision=_input_precision())
@@ -222,7 +218,7 @@ def masked_linear_dscores(dy: Tensor, x: Tensor, weight: Tensor, scores: Tensor)
     x2 = x.reshape(-1, x.shape[-1])  # (B, K)
     if (_use_triton(dy, x, weight, scores) and scores.dtype == torch.float32
             and _gemm_path(dy.device, weight.numel()) == "materialize"):
-        return _kernels("mask_apply").score_grad(_grad_weight(dy2, x2), weight.contiguous(), scores.contiguous())
+        return score_grad(_grad_weight(dy2, x2), weight, scores)
     if _use_triton(dy, x, weight, scores) and scores.dtype == torch.float32:
         return _kernels("masked_linear").masked_linear_dscores(
             dy2, x2, weight, scores.contiguous(), input_precision=_input_precision())
@@ -246,9 +242,7 @@ def masked_linear_sgd(dy: Tensor, x: Tensor, weight: Tensor, scores: Tensor, mom
     if (_use_triton(dy, x, weight, scores) and scores.dtype == torch.float32 and scores.is_contiguous()
             and (momentum_buffer is None or momentum_buffer.is_contiguous())):
         if _gemm_path(dy.device, weight.numel()) == "materialize":
-            _kernels("mask_apply").score_grad(_grad_weight(dy2, x2), weight.contiguous(), scores, write_grad=False,
-                                              lr=lr, momentum_buffer=momentum_buffer, momentum=momentum,
-                                              weight_decay=weight_decay)
+            score_grad_sgd(_grad_weight(dy2, x2), weight, scores, momentum_buffer, lr, momentum, weight_decay)
             return
         _kernels("masked_linear").masked_linear_dscores(
             dy2, x2, weight, scores, write_grad=False, lr=lr, momentum_buffer=momentum_buffer, momentum=momentum,
