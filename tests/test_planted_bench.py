@@ -205,3 +205,17 @@ def test_original_protocol_runs_each_method_under_its_preset_within_the_benchmar
     assert gem.preset == "sreenivasan2022" and gem.scope == "global" and gem.freeze_every <= gem.epochs - 2
     with pytest.raises(ValueError, match="protocol must be one of ours, original, got 'theirs'"):
         bench.run_bench(tmp_path / "b", protocol="theirs", progress=False)
+
+
+def test_a_cell_whose_runs_ignore_the_budget_says_so_with_the_density_kept() -> None:
+    from strongticket.planted.bench import _cell
+
+    def run(density, achieved, metric=0.9):
+        return {"status": "ok", "metric": "accuracy", "test_metric": metric, "best_within_budget_as_searched": 0.95,
+                "collapsed_layers": [], "jaccard_lift": 0.0, "recall_lift": 0.0, "bias_recall_lift": None,
+                "density": density, "achieved_density": achieved}
+
+    within = _cell([run(0.1, 0.1), run(0.1, 0.1004), run(4 / 20_200, 5 / 20_200)])  # ⌈·⌉ rounding is within
+    assert "over budget" not in within
+    over = _cell([run(0.01, 0.50), run(0.01, 0.52), run(0.01, 0.0101)])
+    assert over.endswith(" · **over budget** 2/3: kept 0.51")

@@ -335,6 +335,11 @@ def _mean(runs: list[dict[str, Any]], key: str) -> str:
     return "n/a" if not values else f"{sum(values) / len(values):+.3f}"
 
 
+# achieved density above 1.05 × the column's + 0.001: the run ignored the budget. ⌈·⌉ rounding stays far below
+# (at the planted density ReLU keeps ⌈ρ·N⌉ = 5 of 20,200 weights for its 4: +5e-5).
+_OVER_BUDGET, _OVER_BUDGET_SLACK = 1.05, 1e-3
+
+
 def _cell(runs: list[dict[str, Any]]) -> str:
     if runs[0]["status"] != "ok":
         return f"{runs[0]['status']}: {runs[0]['note']}"
@@ -343,7 +348,12 @@ def _cell(runs: list[dict[str, Any]]) -> str:
     collapsed = sum(bool(r["collapsed_layers"]) for r in runs)
     text = (f"{_fmt(m, metric)} ± {_fmt(s, metric)} · {_gap(runs)} · J+ {_mean(runs, 'jaccard_lift')} · "
             f"R+ {_mean(runs, 'recall_lift')} · bR+ {_mean(runs, 'bias_recall_lift')}")
-    return text + (f" · collapsed {collapsed}/{len(runs)}" if collapsed else "")
+    text += f" · collapsed {collapsed}/{len(runs)}" if collapsed else ""
+    # A method without a density target (supermask under zhou2019: every weight a Bernoulli draw) keeps what it
+    # learns: such a cell is not a ticket within the column's budget, and says so with the density it kept.
+    over = [r["achieved_density"] for r in runs
+            if r["achieved_density"] > _OVER_BUDGET * r["density"] + _OVER_BUDGET_SLACK]
+    return text + (f" · **over budget** {len(over)}/{len(runs)}: kept {sum(over) / len(over):.3g}" if over else "")
 
 
 def _reference_cell(refs: list[dict[str, Any]], metric: str) -> str:
@@ -383,7 +393,8 @@ def _write_report(out: Path, records: list[dict[str, Any]], meta: dict[str, Any]
         f"metric / reference for MSE, geometric mean) · J+ / R+ Jaccard and recall of the found vs the planted "
         f"weights minus a random mask's expectation at the same per-layer density (0 = chance; per layer, averaged "
         f"over layers and seeds) · bR+ the same recall lift for the bias masks (n/a: no planted bias); collapsed: "
-        f"runs with a layer that keeps no weight.",
+        f"runs with a layer that keeps no weight; over budget: runs whose mask kept more than the column's density "
+        f"(a method with no density target), with the mean density they kept.",
     ]
     skipped = [a for a in algos if any(r["method"] == a and r["status"] == "skipped" for r in records)]
     if skipped:
