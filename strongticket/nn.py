@@ -20,7 +20,10 @@ cached by the same version keys, and ``MaskedLinear`` runs ``ops.masked_linear_t
 whose kernel builds M in registers and emits it bit-packed for dx; dS comes from the fused dS GEMM. When a
 :class:`strongticket.optim.ScoreSGD` owns the scores, the ``_sgd`` variants of the linear and conv ops run the
 scores' SGD step inside the backward pass instead (no ``.grad``). The bool :attr:`MaskedLayer.mask` stays for
-statistics, tickets and bake. On the torch backend the reference path runs, unchanged.
+statistics, tickets and bake. On the torch backend (the CPU) a top-k mask comes as the same (τ, cut) rows, from
+a :class:`strongticket.masks.WindowTopK` that re-selects near the last threshold each step, and ``MaskedLinear``
+keeps W ⊙ M (``ops.threshold_masked_weight``) until the mask changes, for ``ops.premasked_linear``: forward, dx
+and every evaluation batch share it.
 
 Two weight variants, both reproducible from the seed and carried by a ticket:
   * binary (biprop, Diffenderfer & Kailkhura 2021): the layer computes with α·sign(W) ⊙ M, α = mean |W| over
@@ -37,6 +40,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -96,18 +100,30 @@ class _TopK:
         self._key: tuple | None = None
         self._thresholds: Tensor | None = None
         self._masks: list[Tensor] | None = None
+        self._window = masks.WindowTopK()  # the CPU's selection, which keeps state from step to step
+        # where the masks may differ from those of the key before (CPU): (that key, offsets, flat indices)
+        self.changed: tuple[tuple | None, list[int], np.ndarray] | None = None
 
     def _refresh(self, scores: list[Tensor], k: int) -> None:
         key = (k, *(version_key(s) for s in scores))
         if key != self._key:
-            self._key, self._thresholds, self._masks = key, None, None
+            self._key, self._thresholds, self._masks, self.changed = key, None, None, (self._key, [], None)
 
     @torch.no_grad()
     def thresholds(self, scores: list[Tensor], k: int) -> Tensor:
         """(L, 2) int64 rows (τ bits, tie cut), ``ops.topk_thresholds`` of the group (one slot)."""
         self._refresh(scores, k)
         if self._thresholds is None:
-            self._thresholds = ops.topk_thresholds([s.detach().contiguous() for s in scores], [k], [0] * len(scores))
+            detached = [s.detach() for s in scores]
+            if _cpu_float32(detached):
+                previous = self.changed[0] if self.changed is not None else None
+                self._thresholds = self._window.thresholds(detached, k)
+                offsets = [0]
+                for s in detached:
+                    offsets.append(offsets[-1] + s.numel())
+                self.changed = (previous, offsets, self._window.changed)
+            else:
+                self._thresholds = ops.topk_thresholds([s.contiguous() for s in detached], [k], [0] * len(scores))
         return self._thresholds
 
     @torch.no_grad()
@@ -115,11 +131,18 @@ class _TopK:
         self._refresh(scores, k)
         if self._masks is None:
             detached = [s.detach() for s in scores]
-            if all(s.dtype == torch.float32 for s in detached) and ops._use_triton(*detached):
+            on_triton = all(s.dtype == torch.float32 for s in detached) and ops._use_triton(*detached)
+            if on_triton or _cpu_float32(detached):
                 self._masks = [ops.threshold_mask(s, t) for s, t in zip(detached, self.thresholds(scores, k))]
             else:
                 self._masks = masks.global_topk_masks(detached, k)
         return self._masks
+
+
+def _cpu_float32(scores: list[Tensor]) -> bool:
+    """Whether a group's selection runs in numpy (:class:`strongticket.masks.WindowTopK`): float32 CPU scores on
+    the torch backend."""
+    return all(s.dtype == torch.float32 and s.device.type == "cpu" for s in scores) and not ops._use_triton(*scores)
 
 
 def version_key(scores: Tensor) -> tuple:
@@ -227,6 +250,7 @@ class MaskedLayer(nn.Module):
         self._redrawn: tuple[tuple, Tensor] | None = None
         self._topk = _TopK()
         self._bias_topk = _TopK()
+        self._premasked: tuple | None = None  # (objects, key, W ⊙ M) of _premasked_weight
 
     @property
     def weight(self) -> Tensor:
@@ -402,6 +426,44 @@ class MaskedLayer(nn.Module):
             w_eff = w_eff + self.current_weight.to(w_eff.device) * (s - s.detach())  # value unchanged (+ exact 0)
         return w_eff
 
+    def _premasked_weight(self, dtype: torch.dtype) -> Tensor:
+        """W ⊙ M in ``dtype`` for the torch backend's forward (``ops.premasked_linear``), kept until the mask, the
+        weight or the dtype changes: from the (τ, cut) row of the top-k (``ops.threshold_masked_weight``), or from
+        the fixed mask."""
+        weight = self.current_weight
+        if self.fixed_mask is not None:
+            objects, key = (weight, self.fixed_mask), (self.fixed_mask._version, self.fixed_mask.data_ptr())
+        else:
+            threshold = self.threshold()
+            topk = self._selector._topk if self._selector is not None else self._topk
+            objects, key = (weight, topk), topk._key
+        rest = (weight._version, weight.data_ptr(), dtype)
+        cached = self._premasked
+        if cached is not None and cached[1] == (key, *rest) and all(a is b for a, b in zip(cached[0], objects)):
+            return cached[2]
+        if self.fixed_mask is not None:
+            masked = ops.masked_weight(weight, self.fixed_mask, dtype)
+        elif (cached is not None and topk.changed is not None and topk.changed[2] is not None
+                and cached[1] == (topk.changed[0], *rest) and all(a is b for a, b in zip(cached[0], objects))):
+            masked = self._patch(cached[2], topk, threshold)
+        else:
+            masked = ops.threshold_masked_weight(weight, self.scores, threshold, dtype)
+        self._premasked = (objects, (key, *rest), masked)
+        return masked
+
+    def _patch(self, masked: Tensor, topk: _TopK, threshold: Tensor) -> Tensor:
+        """W ⊙ M of the last selection brought to this one where only ``topk.changed`` can differ (CPU, float32):
+        re-decided there from the new (τ, cut), in place (its version moves: a graph that saved it refuses to
+        run its backward pass rather than use the new mask)."""
+        _, offsets, changed = topk.changed
+        i = 0 if self._selector is None else self._selector.layers.index(self)
+        lo, hi = np.searchsorted(changed, [offsets[i], offsets[i + 1]])
+        if lo < hi:
+            tau, cut = (int(v) for v in threshold.tolist())
+            ops.patch_masked_weight(masked, self.current_weight, self.scores, changed[lo:hi], offsets[i], tau, cut)
+            torch.autograd.graph.increment_version(masked)
+        return masked
+
     def _plain_forward(self) -> bool:
         """Whether the forward materialises :meth:`effective_weight` (score rules, binary weights) instead of
         the masked ops."""
@@ -470,7 +532,22 @@ class MaskedLinear(MaskedLayer):
             _, scale = self._seeded
             return ops.seeded_linear(x, self.scores, self.mask, self.effective_bias(), self.seed, self.layer_index,
                                      scale, torch.float32)
-        return ops.masked_linear(x, self.current_weight, self.scores, self.mask, self.effective_bias())
+        masked, bias = self._premasked_weight(x.dtype), self.effective_bias()
+        step = self._fused_step(x)
+        if step is None:
+            return ops.premasked_linear(x, masked, self.current_weight, self.scores, bias)
+        y = ops.premasked_linear(x, masked, self.current_weight, self.scores, bias,
+                                 (step.momentum_buffer, step.lr, step.momentum, step.weight_decay))
+        y.grad_fn.register_prehook(step.guard)
+        return y
+
+    def _fused_step(self, x: Tensor) -> optim.FusedStep | None:
+        """As :meth:`MaskedLayer._fused_step`; on the torch backend too, where ``ops.premasked_linear`` runs the step
+        (a top-k mask of stored weights: not fixed, no score rule, not binary, not seeded)."""
+        if (self.scores.requires_grad and torch.is_grad_enabled() and self.fixed_mask is None
+                and not self._plain_forward() and self._seeded is None and not self._topk_on_triton(x)):
+            return optim.fused_step(self.scores)
+        return super()._fused_step(x)
 
     def _threshold_forward(self, x: Tensor) -> Tensor:
         """y through ``ops.masked_linear_threshold`` (or its seeded twin); when a :class:`~strongticket.optim.ScoreSGD`

@@ -161,7 +161,7 @@ def test_a_fused_parameter_with_a_gradient_from_elsewhere_is_refused_at_step():
             opt.step()
 
 
-@pytest.mark.parametrize("change", ["nesterov", "lr=0", "fuse_backward=False", "torch backend", "no_grad", "ddp"])
+@pytest.mark.parametrize("change", ["nesterov", "lr=0", "fuse_backward=False", "no_grad", "ddp"])
 def test_scores_take_the_grad_path_when_the_step_cannot_be_fused(change, monkeypatch):
     if change == "ddp":  # several ranks: the gradients must be all-reduced before any update
         monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
@@ -171,13 +171,26 @@ def test_scores_take_the_grad_path_when_the_step_cannot_be_fused(change, monkeyp
                   fuse_backward=change != "fuse_backward=False")
     opt = ScoreSGD([layer.scores], **kwargs)
     x = torch.randn(3, 8)
-    with interpret_on_cpu() if change != "torch backend" else contextlib.nullcontext():
+    with interpret_on_cpu():
         if change == "no_grad":
             with torch.no_grad():
                 assert not layer._fused_step(x) and fused_step(layer.scores) is not None
             return
         layer(x).sum().backward()
     assert layer.scores.grad is not None
+    opt.step()
+
+
+def test_the_torch_backend_fuses_linear_layers_and_not_conv_or_fixed_masks():
+    # the CPU's premasked linear runs the step in its backward (ops.premasked_linear); conv and fixed masks do not
+    linear, conv = MaskedLinear(8, 5, density=0.5), MaskedConv2d(3, 4, 3, density=0.5)
+    fixed = MaskedLinear(8, 5, density=0.5)
+    fixed.fix_mask(fixed.mask.clone())
+    opt = ScoreSGD([linear.scores, conv.scores, fixed.scores], lr=0.1, momentum=0.9)
+    before = linear.scores.detach().clone()
+    (linear(torch.randn(3, 8)).sum() + conv(torch.randn(2, 3, 6, 6)).sum() + fixed(torch.randn(3, 8)).sum()).backward()
+    assert linear.scores.grad is None and not torch.equal(linear.scores.detach(), before)
+    assert conv.scores.grad is not None and fixed.scores.grad is not None
     opt.step()
 
 
@@ -276,7 +289,7 @@ def test_search_uses_the_fused_optimizer_on_the_triton_backend(tmp_path):
         fused = run_search(SearchConfig(out=str(tmp_path / "fused"), **small), progress=False)
     plain = run_search(SearchConfig(out=str(tmp_path / "plain"), **small), progress=False)
     assert (fused["backend"], fused["optimizer"]) == ("triton-interpret", "fused-sgd")
-    assert (plain["backend"], plain["optimizer"]) == ("torch", "sgd")
+    assert (plain["backend"], plain["optimizer"]) == ("torch", "fused-sgd")  # the CPU's premasked linear fuses too
     assert SearchConfig(**small).digest() == SearchConfig(out="elsewhere", **small).digest()
     assert abs(fused["test_acc"] - plain["test_acc"]) < 0.05
 

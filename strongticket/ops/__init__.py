@@ -14,11 +14,12 @@ Layout (one module per concern; each op has a plain-PyTorch reference body, a fa
 where differentiable, an autograd formula):
   linear.py      masked_linear, masked_linear_threshold (mask from τ/cut in the kernel, bit-packed for backward),
                  masked_linear_threshold_sgd (its backward runs the scores' SGD step: masked_linear_sgd, which
-                 mutates scores and momentum buffer in the dS GEMM's epilogue), masked_linear_dx, _dscores
+                 mutates scores and momentum buffer in the dS GEMM's epilogue), masked_linear_dx, _dscores;
+                 premasked_linear (an autograd.Function: the torch backend's layer, W ⊙ M given and cached)
   conv.py        masked_conv2d, masked_weight (the mask-apply), score_grad (the score-gradient epilogue),
                  masked_conv2d_sgd (its backward runs the scores' SGD step in that epilogue: score_grad_sgd)
   select.py      topk_thresholds([S_l], ks, slots) -> (L, 2) int64 (exact radix select, per layer or global),
-                 threshold_mask(S, thresholds) -> bool mask
+                 threshold_mask(S, thresholds) -> bool mask, threshold_masked_weight -> W ⊙ M (numpy on CPU)
   weightless.py  packed_linear / seeded_packed_linear / seeded_linear (+ _threshold, _threshold_sgd, _dx,
                  _dscores, _sgd): signed-constant layers whose weight is regenerated from the seed
   _common.py     the kernel import, the dispatch test, the dot precision, pack_bits / unpack_bits
@@ -43,8 +44,15 @@ from .linear import (
     masked_linear_sgd,
     masked_linear_threshold,
     masked_linear_threshold_sgd,
+    premasked_linear,
 )
-from .select import _topk_thresholds_ref, threshold_mask, topk_thresholds
+from .select import (
+    _topk_thresholds_ref,
+    patch_masked_weight,
+    threshold_mask,
+    threshold_masked_weight,
+    topk_thresholds,
+)
 from .weightless import (
     packed_linear,
     seeded_linear,
@@ -67,11 +75,14 @@ __all__ = [
     "masked_linear_dx",
     "masked_linear_dscores",
     "masked_linear_sgd",
+    "premasked_linear",
     "masked_weight",
     "score_grad",
     "score_grad_sgd",
     "topk_thresholds",
     "threshold_mask",
+    "threshold_masked_weight",
+    "patch_masked_weight",
     "pack_bits",
     "unpack_bits",
     "thresholds_mask_ref",

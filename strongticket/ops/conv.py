@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from . import _cpu
 from ._common import _FLOATS, _check_sgd, _kernels, _masked_weight, _sgd_ref, _use_triton, unpack_bits
 
 __all__ = ["masked_weight", "score_grad", "score_grad_sgd", "masked_conv2d", "masked_conv2d_sgd"]
@@ -41,6 +42,8 @@ def score_grad(grad_weight: Tensor, weight: Tensor, scores: Tensor) -> Tensor:
     """dS = G ⊙ W ⊙ sign(S), G the gradient of the effective weight W ⊙ M (pruned entries included)."""
     if _use_triton(grad_weight, weight, scores) and scores.dtype == torch.float32:
         return _kernels("mask_apply").score_grad(grad_weight.contiguous(), weight.contiguous(), scores.contiguous())
+    if _cpu.usable(grad_weight, weight, scores):
+        return _cpu.score_grad(grad_weight, weight, scores, torch.empty_like(scores))
     return grad_weight.to(scores.dtype) * weight.to(scores.dtype) * torch.sign(scores)
 
 
@@ -60,6 +63,18 @@ def score_grad_sgd(grad_weight: Tensor, weight: Tensor, scores: Tensor, momentum
         _kernels("mask_apply").score_grad(grad_weight.contiguous(), weight.contiguous(), scores, write_grad=False,
                                           lr=lr, momentum_buffer=momentum_buffer, momentum=momentum,
                                           weight_decay=weight_decay)
+        return
+    score_sgd_eager(grad_weight, weight, scores, momentum_buffer, lr, momentum, weight_decay)
+
+
+def score_sgd_eager(grad_weight: Tensor, weight: Tensor, scores: Tensor, momentum_buffer: Tensor | None, lr: float,
+                    momentum: float, weight_decay: float) -> None:
+    """:func:`score_grad_sgd` off the Triton path, without a custom op's dispatch: the compiled CPU loop
+    (``ops._cpu``) where it runs, else dS by torch ops and ``torch.optim.SGD``'s step in its own order — the same
+    bits either way. The caller accounts for the in-place writes (version counters)."""
+    buffers = () if momentum_buffer is None else (momentum_buffer,)
+    if _cpu.usable(grad_weight, weight, scores, *buffers):
+        _cpu.score_sgd(grad_weight, weight, scores, momentum_buffer, lr, momentum, weight_decay)
         return
     grad = grad_weight.to(scores.dtype) * weight.to(scores.dtype) * torch.sign(scores)
     _sgd_ref(grad, scores, momentum_buffer, lr, momentum, weight_decay)

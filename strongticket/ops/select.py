@@ -2,16 +2,22 @@
 
   topk_thresholds([S_l], ks, slots) -> (L, 2) int64   rows (τ bits, tie cut), per layer or global
   threshold_mask(S, threshold) -> bool mask           |S| bits > τ, or == τ at a flat index <= cut
+  threshold_masked_weight(W, S, threshold, dtype)      W ⊙ M in ``dtype`` for that mask (the torch backend's forward)
+
+On the CPU the reference runs in numpy (``strongticket.masks``): torch's comparisons there cost ~1 ms per 2^20
+elements, numpy's 0.15 ms.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor
 
-from ._common import _kernels, _use_triton, thresholds_mask_ref
+from . import _cpu
+from ._common import _kernels, _masked_weight, _use_triton, thresholds_mask_ref
 
-__all__ = ["topk_thresholds", "threshold_mask"]
+__all__ = ["topk_thresholds", "threshold_mask", "threshold_masked_weight", "patch_masked_weight"]
 
 
 @torch.library.custom_op("strongticket::topk_thresholds", mutates_args=())
@@ -68,9 +74,61 @@ def threshold_mask(scores: Tensor, threshold: Tensor) -> Tensor:
     if _use_triton(scores) and scores.dtype == torch.float32 and scores.dim() >= 1:
         mask, _ = _kernels("select").threshold_mask(scores.contiguous(), threshold)
         return mask
+    if _numpy_path(scores):
+        from ..masks import threshold_mask_np
+
+        tau, cut = (int(v) for v in threshold.tolist())
+        return torch.from_numpy(threshold_mask_np(_magnitude_np(scores), tau, cut)).view(scores.shape)
     return thresholds_mask_ref(scores, threshold)
 
 
 @threshold_mask.register_fake
 def _(scores, threshold):
     return torch.empty_like(scores, dtype=torch.bool)
+
+
+def threshold_masked_weight(weight: Tensor, scores: Tensor, threshold: Tensor, dtype: torch.dtype) -> Tensor:
+    """W ⊙ M in ``dtype``, M = the mask of ``threshold`` = (τ, cut) over ``scores``. On the CPU (float32) two
+    pass of ``ops._cpu`` where it runs, else integer passes in numpy: keep = (τ − 1 − |S| bits) >> 31 (all ones
+    where |S| bits >= τ), the ties past the cut cleared, W bits & (keep | sign bit). Bit for bit the reference's
+    W·M, signed zeros included. A plain function, not a custom op: it runs once per mask change, outside autograd."""
+    if _numpy_path(weight, scores) and dtype == torch.float32 and weight.shape == scores.shape:
+        tau, cut = (int(v) for v in threshold.tolist())
+        scores, weight = scores.detach().contiguous(), weight.detach().contiguous()
+        if _cpu.usable(scores, weight):
+            return _cpu.threshold_weight(scores, weight, tau, cut, torch.empty_like(weight))
+        s_bits = scores.view(torch.int32).numpy().reshape(-1)
+        keep = np.bitwise_and(s_bits, 0x7FFFFFFF)
+        np.subtract(np.int32(tau - 1), keep, out=keep)
+        np.right_shift(keep, 31, out=keep)  # all ones where |S| bits >= τ, else 0
+        start = max(cut + 1, 0)
+        if start < keep.size:
+            keep[start:][(s_bits[start:] & 0x7FFFFFFF) == tau] = 0
+        np.bitwise_or(keep, np.int32(-2**31), out=keep)  # a pruned entry keeps W's sign bit: W·0, as the reference
+        w_bits = weight.view(torch.int32).numpy().reshape(-1)
+        return torch.from_numpy(np.bitwise_and(w_bits, keep, out=keep).view(np.float32)).view(weight.shape)
+    return _masked_weight(weight, threshold_mask(scores, threshold), dtype)
+
+
+def patch_masked_weight(masked: Tensor, weight: Tensor, scores: Tensor, where: np.ndarray, offset: int, tau: int,
+                        cut: int) -> None:
+    """Re-decide ``masked`` = W ⊙ M (float32, CPU) at the flat indices ``where`` − ``offset`` (ascending int64)
+    from the threshold (τ, cut) over ``scores``, in place: what :func:`threshold_masked_weight` would write there."""
+    scores, weight = scores.detach().contiguous(), weight.detach().contiguous()
+    if _cpu.usable(masked, weight, scores):
+        _cpu.patch_weight(scores, weight, masked, where, offset, tau, cut)
+        return
+    at = where - offset
+    bits = scores.reshape(-1).view(torch.int32).numpy()[at] & 0x7FFFFFFF
+    keep = (bits > tau) | ((bits == tau) & (at <= cut))
+    w = weight.reshape(-1).view(torch.int32).numpy()[at]
+    masked.view(-1).view(torch.int32).numpy()[at] = np.where(keep, w, w & np.int32(-2**31))
+
+
+def _numpy_path(*tensors: Tensor) -> bool:
+    """The CPU reference's numpy path: float32 CPU tensors on the torch backend."""
+    return all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors) and not _use_triton(*tensors)
+
+
+def _magnitude_np(scores: Tensor) -> np.ndarray:
+    return np.bitwise_and(scores.detach().contiguous().view(torch.int32).numpy().reshape(-1), 0x7FFFFFFF)

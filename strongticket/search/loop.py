@@ -163,7 +163,7 @@ def run_search(
     # Triton backend, one process, a method without its own use of the gradients: the scores' SGD step runs in
     # the backward pass (optim.ScoreSGD, same state_dict as torch.optim.SGD); under DDP the gradients must be
     # all-reduced first
-    fused = backend != "torch" and world == 1 and method.fused_optimizer
+    fused = world == 1 and method.fused_optimizer
     optimizer = (ScoreSGD if fused else torch.optim.SGD)(groups, lr=cfg.lr, momentum=cfg.momentum)
     steps_per_epoch = -(-len(train) // cfg.batch_size)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(cfg.lr_schedule, steps_per_epoch, cfg.epochs))
