@@ -53,8 +53,20 @@ def triton_available() -> bool:
     return True
 
 
+_DECIDED: dict[tuple, str] = {}  # backend_name's answers by (device, environment): it runs on every layer call
+
+
 def backend_name(device: torch.device | str) -> str:
     """The backend the masked ops use on ``device``; a forced but unavailable backend is a clear error."""
+    environ = os.environ
+    key = (str(device), environ.get("STRONGTICKET_BACKEND"), environ.get("TRITON_INTERPRET"), _interpret_depth > 0)
+    name = _DECIDED.get(key)
+    if name is None:
+        name = _DECIDED[key] = _backend_name(device)
+    return name
+
+
+def _backend_name(device: torch.device | str) -> str:
     requested = os.environ.get("STRONGTICKET_BACKEND", "auto")
     if requested not in BACKENDS:
         raise ValueError(f"STRONGTICKET_BACKEND must be one of {', '.join(BACKENDS)}, got {requested!r}")

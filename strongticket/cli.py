@@ -201,7 +201,7 @@ def _parser() -> argparse.ArgumentParser:
                                        "original full sort (CPU); aot: every kernel launch compiled for sm_80/89/90 "
                                        "and checked (shared memory, spills, tensor cores). Options after the name "
                                        "go to the benchmark (strongticket bench kernels --help).")
-    bench.add_argument("what", choices=("kernels", "topk", "aot"), help="which benchmark")
+    bench.add_argument("what", choices=("kernels", "topk", "aot", "cpu"), help="which benchmark")
     bench.add_argument("options", nargs=argparse.REMAINDER, help="the benchmark's own options")
     bench.set_defaults(run=_bench)
     from .planted.cli import add_plant_parser

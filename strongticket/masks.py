@@ -192,22 +192,22 @@ class WindowTopK:
 
         flats = [s.detach().reshape(-1).contiguous() for s in scores]
         for flat in flats:
-            if flat.dtype != torch.float32 or flat.device.type != "cpu":
+            if flat.dtype is not torch.float32 or not flat.is_cpu:
                 raise ValueError(f"WindowTopK needs float32 CPU scores, got {flat.dtype} on {flat.device}")
         numels = tuple(f.numel() for f in flats)
         n = sum(numels)
         if not 1 <= k <= n:
             raise ValueError(f"k must be in [1, {n}], got {k}")
         if self._shape != (numels, k):
-            self._shape, self._span, self._numels = (numels, k), 0, np.array(numels, dtype=np.int64)
-            self._compiled = _cpu.WindowSelect(n) if _cpu.usable(*flats, same_size=False) else None
+            self._shape, self._span = (numels, k), 0
+            self._compiled = _cpu.WindowSelect(numels) if _cpu.usable(*flats, same_size=False) else None
             self._bits = self._compiled.bits if self._compiled is not None else np.empty(n, dtype=np.int32)
             self._work = np.empty(0 if self._compiled is not None else n, dtype=np.int32)
             self._flags = np.empty(0 if self._compiled is not None else n, dtype=bool)
         self.changed, found = None, None
-        if self._span and self._compiled is not None:
+        if self._span and self._compiled is not None and _cpu.usable(*flats, same_size=False):
             lo, hi = self._window()
-            found = self._compiled(flats, self._numels, lo, hi, k, KEEP_ALL_TIES)
+            found = self._compiled(flats, lo, hi, k, KEEP_ALL_TIES)
             flagged = self._compiled.flagged[:int(self._compiled.out[2])]
             if found is not None:
                 self._adapt(found[0], flagged.size)

@@ -109,22 +109,24 @@ class _TopK:
         if key != self._key:
             self._key, self._thresholds, self._masks, self.changed = key, None, None, (self._key, [], None)
 
-    @torch.no_grad()
     def thresholds(self, scores: list[Tensor], k: int) -> Tensor:
         """(L, 2) int64 rows (τ bits, tie cut), ``ops.topk_thresholds`` of the group (one slot)."""
         self._refresh(scores, k)
         if self._thresholds is None:
-            detached = [s.detach() for s in scores]
-            if _cpu_float32(detached):
-                previous = self.changed[0] if self.changed is not None else None
-                self._thresholds = self._window.thresholds(detached, k)
-                offsets = [0]
-                for s in detached:
-                    offsets.append(offsets[-1] + s.numel())
-                self.changed = (previous, offsets, self._window.changed)
-            else:
-                self._thresholds = ops.topk_thresholds([s.contiguous() for s in detached], [k], [0] * len(scores))
+            with torch.no_grad():
+                self._select([s.detach() for s in scores], k)
         return self._thresholds
+
+    def _select(self, detached: list[Tensor], k: int) -> None:
+        if _cpu_float32(detached):
+            previous = self.changed[0] if self.changed is not None else None
+            self._thresholds = self._window.thresholds(detached, k)
+            offsets = [0]
+            for s in detached:
+                offsets.append(offsets[-1] + s.numel())
+            self.changed = (previous, offsets, self._window.changed)
+        else:
+            self._thresholds = ops.topk_thresholds([s.contiguous() for s in detached], [k], [0] * len(detached))
 
     @torch.no_grad()
     def masks(self, scores: list[Tensor], k: int) -> list[Tensor]:
@@ -142,7 +144,7 @@ class _TopK:
 def _cpu_float32(scores: list[Tensor]) -> bool:
     """Whether a group's selection runs in numpy (:class:`strongticket.masks.WindowTopK`): float32 CPU scores on
     the torch backend."""
-    return all(s.dtype == torch.float32 and s.device.type == "cpu" for s in scores) and not ops._use_triton(*scores)
+    return all(s.dtype is torch.float32 and s.is_cpu for s in scores) and not ops._use_triton(*scores)
 
 
 def version_key(scores: Tensor) -> tuple:
@@ -533,21 +535,15 @@ class MaskedLinear(MaskedLayer):
             return ops.seeded_linear(x, self.scores, self.mask, self.effective_bias(), self.seed, self.layer_index,
                                      scale, torch.float32)
         masked, bias = self._premasked_weight(x.dtype), self.effective_bias()
-        step = self._fused_step(x)
+        step = None
+        if self.scores.requires_grad and torch.is_grad_enabled() and self.fixed_mask is None:
+            step = optim.fused_step(self.scores)  # the torch backend's premasked linear fuses the step too
         if step is None:
             return ops.premasked_linear(x, masked, self.current_weight, self.scores, bias)
         y = ops.premasked_linear(x, masked, self.current_weight, self.scores, bias,
                                  (step.momentum_buffer, step.lr, step.momentum, step.weight_decay))
         y.grad_fn.register_prehook(step.guard)
         return y
-
-    def _fused_step(self, x: Tensor) -> optim.FusedStep | None:
-        """As :meth:`MaskedLayer._fused_step`; on the torch backend too, where ``ops.premasked_linear`` runs the step
-        (a top-k mask of stored weights: not fixed, no score rule, not binary, not seeded)."""
-        if (self.scores.requires_grad and torch.is_grad_enabled() and self.fixed_mask is None
-                and not self._plain_forward() and self._seeded is None and not self._topk_on_triton(x)):
-            return optim.fused_step(self.scores)
-        return super()._fused_step(x)
 
     def _threshold_forward(self, x: Tensor) -> Tensor:
         """y through ``ops.masked_linear_threshold`` (or its seeded twin); when a :class:`~strongticket.optim.ScoreSGD`

@@ -45,6 +45,7 @@ _ENV = "STRONGTICKET_CPU_KERNELS"
 _SOURCE = r"""
 #include <math.h>
 #include <stdint.h>
+#include <string.h>
 
 static inline float sign_of(float s) { return (float)((s > 0.0f) - (s < 0.0f)); }
 
@@ -98,25 +99,40 @@ static int32_t select_rank(int32_t *v, int64_t m, int64_t rank) {
     return v[rank];
 }
 
-int window_select(int64_t count, const int64_t *scores, const int64_t *numels, int32_t *bits, int64_t *flagged,
-                  int32_t *scratch, int32_t lo, int32_t hi, int64_t k, int64_t keep_all, int64_t *out) {
+static void window_pass(const int32_t *restrict s, int32_t *restrict bits, uint8_t *restrict flags, int64_t n,
+                        int32_t lo, int32_t hi, int64_t *below, int64_t *inside) {
+    int64_t nb_lo = 0, nb_in = 0;  /* a loop without stores that depend on each other: it vectorizes */
+    for (int64_t i = 0; i < n; i++) {
+        int32_t nb = s[i] & 0x7FFFFFFF, ob = bits[i];
+        int n_lo = nb < lo, n_hi = nb >= hi, o_lo = ob < lo, o_hi = ob >= hi;
+        bits[i] = nb;
+        flags[i] = (uint8_t)!((n_lo & o_lo) | (n_hi & o_hi));
+        nb_lo += n_lo;
+        nb_in += !(n_lo | n_hi);
+    }
+    *below += nb_lo;
+    *inside += nb_in;
+}
+
+int window_select(int64_t count, const int64_t *scores, const int64_t *numels, int32_t *bits, uint8_t *flags,
+                  int64_t *flagged, int32_t *scratch, int32_t lo, int32_t hi, int64_t k, int64_t keep_all,
+                  int64_t *out) {
     /* One step of strongticket.masks.WindowTopK over a group of tensors (flat order): new |S| bits into bits,
        the flat indices whose old or new bits lie in [lo, hi) or that crossed it into flagged (ascending); then,
        if τ lies in the window, out = (τ, cut, number flagged) and 1, else out[2] = number flagged and 0. */
     int64_t below = 0, inside = 0, nf = 0, base = 0;
     for (int64_t l = 0; l < count; l++) {
-        const int32_t *s = (const int32_t *)scores[l];
-        for (int64_t i = 0; i < numels[l]; i++) {
-            int32_t nb = s[i] & 0x7FFFFFFF, ob = bits[base + i];
-            int n_lo = nb < lo, n_hi = nb >= hi, o_lo = ob < lo, o_hi = ob >= hi;
-            bits[base + i] = nb;
-            flagged[nf] = base + i;
-            nf += !((n_lo & o_lo) | (n_hi & o_hi));
-            below += n_lo;
-            inside += !(n_lo | n_hi);
-        }
+        window_pass((const int32_t *)scores[l], bits + base, flags + base, numels[l], lo, hi, &below, &inside);
         base += numels[l];
     }
+    int64_t i = 0;
+    for (; i + 8 <= base; i += 8) {  /* compaction: most flags are 0, eight at a time */
+        uint64_t word;
+        memcpy(&word, flags + i, 8);
+        if (!word) continue;
+        for (int j = 0; j < 8; j++) if (flags[i + j]) flagged[nf++] = i + j;
+    }
+    for (; i < base; i++) if (flags[i]) flagged[nf++] = i;
     out[2] = nf;
     int64_t above_hi = base - below - inside;
     if (!(above_hi < k && k <= above_hi + inside)) return 0;
@@ -208,7 +224,7 @@ def _declare(lib: ctypes.CDLL) -> None:
     lib.score_sgd.argtypes = [_P, _P, _P, _P, _I64, _F32, _F32, _F32, _INT, _INT]
     lib.threshold_weight.argtypes = [_P, _P, _P, _I64, ctypes.c_int32, _I64]
     lib.patch_weight.argtypes = [_P, _P, _P, _P, _I64, _I64, ctypes.c_int32, _I64]
-    lib.window_select.argtypes = [_I64, _P, _P, _P, _P, _P, ctypes.c_int32, ctypes.c_int32, _I64, _I64, _P]
+    lib.window_select.argtypes = [_I64, _P, _P, _P, _P, _P, _P, ctypes.c_int32, ctypes.c_int32, _I64, _I64, _P]
     lib.window_select.restype = ctypes.c_int
     for fn in (lib.score_grad, lib.score_sgd, lib.threshold_weight, lib.patch_weight):
         fn.restype = None
@@ -229,9 +245,13 @@ def available() -> bool:
 def usable(*tensors: Tensor, same_size: bool = True) -> bool:
     """Whether these tensors can go to the kernels: :func:`available`, and every one a contiguous float32 CPU
     tensor (of the same number of elements, unless ``same_size=False``)."""
+    if not available():
+        return False
     n = tensors[0].numel()
-    return (all(t.device.type == "cpu" and t.dtype == torch.float32 and t.is_contiguous()
-                and (t.numel() == n or not same_size) for t in tensors) and available())
+    for t in tensors:
+        if not (t.is_cpu and t.dtype is torch.float32 and t.is_contiguous() and (t.numel() == n or not same_size)):
+            return False
+    return True
 
 
 def score_grad(g: Tensor, w: Tensor, s: Tensor, out: Tensor) -> Tensor:
@@ -263,21 +283,29 @@ def _address(a: np.ndarray) -> int:
 
 
 class WindowSelect:
-    """:func:`window_select` with its buffers for a group of ``n`` scores: bits (the last call's |S| bits),
-    flagged indices and a scratch of window values."""
+    """:func:`window_select` with its buffers for a group of tensors of ``numels`` elements: bits (the last call's
+    |S| bits), flags, flagged indices and a scratch of window values; their addresses are taken once."""
 
-    def __init__(self, n: int) -> None:
+    def __init__(self, numels: tuple[int, ...]) -> None:
+        n = sum(numels)
         self.bits = np.empty(n, dtype=np.int32)
+        self.flags = np.empty(n, dtype=np.uint8)
         self.flagged = np.empty(n, dtype=np.int64)
         self.scratch = np.empty(n, dtype=np.int32)
         self.out = np.zeros(3, dtype=np.int64)
+        self.numels = np.array(numels, dtype=np.int64)
+        self.ptrs = np.zeros(len(numels), dtype=np.int64)
+        self._addresses = tuple(_address(a) for a in (self.ptrs, self.numels, self.bits, self.flags, self.flagged,
+                                                      self.scratch, self.out))
 
-    def __call__(self, flats: list[Tensor], numels: np.ndarray, lo: int, hi: int, k: int,
-                 keep_all: int) -> tuple[int, int] | None:
+    def __deepcopy__(self, memo: dict) -> WindowSelect:
+        return WindowSelect(tuple(int(n) for n in self.numels))  # fresh buffers: the addresses belong to these
+
+    def __call__(self, flats: list[Tensor], lo: int, hi: int, k: int, keep_all: int) -> tuple[int, int] | None:
         """(τ, cut) when τ lies in [lo, hi), else None; ``self.flagged[:self.out[2]]`` lists the flagged indices.
-        ``flats``: contiguous float32 CPU tensors of ``numels`` elements (int64) and ``self.bits.size`` in all."""
-        ptrs = np.array([f.data_ptr() for f in flats], dtype=np.int64)
-        found = _lib.window_select(len(flats), _address(ptrs), _address(numels), _address(self.bits),
-                                   _address(self.flagged), _address(self.scratch), lo, hi, k, keep_all,
-                                   _address(self.out))
+        ``flats``: contiguous float32 CPU tensors of the ``numels`` this was made for."""
+        for i, f in enumerate(flats):
+            self.ptrs[i] = f.data_ptr()
+        ptrs, numels, bits, flags, flagged, scratch, out = self._addresses
+        found = _lib.window_select(len(flats), ptrs, numels, bits, flags, flagged, scratch, lo, hi, k, keep_all, out)
         return (int(self.out[0]), int(self.out[1])) if found else None
