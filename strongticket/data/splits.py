@@ -38,7 +38,7 @@ from .cifar import load_cifar
 from .digits import load_digits
 from .idx import load_mnist
 from .imagefolder import load_image_folder
-from .transforms import dataset_stats, normalize, random_crop_flip
+from .transforms import dataset_stats, normalizer, random_crop_flip
 
 __all__ = ["Split", "Splits", "DATASETS", "PLANTED_TASK_SEED", "TASKS", "load_splits", "batches"]
 
@@ -180,6 +180,7 @@ def batches(split: Split, batch_size: int, *, seed: int | None = None, epoch: in
         raise ValueError(f"rank must be an integer in [0, {world_size - 1}], got {rank!r}")
     n = len(split)
     order = None if seed is None else torch.from_numpy(permutation(seed, n, layer=epoch)).to(split.x.device)
+    norm = None if split.mean is None else normalizer(split.mean, split.std, split.x.shape[-3], split.x.device)
     for step, start in enumerate(range(0, n, batch_size)):
         idx = slice(start, start + batch_size) if order is None else order[start:start + batch_size]
         x, labels = split.x[idx], split.labels[idx]
@@ -187,6 +188,6 @@ def batches(split: Split, batch_size: int, *, seed: int | None = None, epoch: in
             x = random_crop_flip(x, padding=split.crop_padding, seed=seed, epoch=epoch, step=step)
         if world_size > 1:
             x, labels = x[rank::world_size], labels[rank::world_size]
-        if split.mean is not None:
-            x = normalize(x, split.mean, split.std)
+        if norm is not None:
+            x = norm(x)
         yield Split(x, labels, task=split.task)

@@ -25,14 +25,14 @@ Shapes: ``x`` is ``(N, C, H, W)``; outputs have the same shape (normalize: float
 from __future__ import annotations
 
 import operator
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
 
 from ..random import STREAM_DATA, philox4x32, stream_seed
 
-__all__ = ["DATASET_STATS", "augment_params", "dataset_stats", "normalize", "random_crop_flip"]
+__all__ = ["DATASET_STATS", "augment_params", "dataset_stats", "normalize", "normalizer", "random_crop_flip"]
 
 DATASET_STATS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
     "mnist": ((0.1307,), (0.3081,)),
@@ -128,16 +128,25 @@ def normalize(
 
     ``mean``/``std`` are one number or one per channel (e.g. ``dataset_stats("cifar10")``).
     """
-    if x.dtype != torch.uint8:
-        raise ValueError(f"x must be uint8 pixels, got dtype {x.dtype}")
     if x.ndim not in (3, 4):
         raise ValueError(f"x must have shape (N, C, H, W) or (C, H, W), got {tuple(x.shape)}")
-    channels = x.shape[-3]
-    mean_t = _per_channel("mean", mean, channels, x.device)
-    std_t = _per_channel("std", std, channels, x.device)
-    if bool((std_t <= 0).any()):
-        raise ValueError(f"std must be > 0 in every channel, got {std_t.tolist()}")
-    return (x.to(torch.float32) / 255.0 - mean_t) / std_t
+    return normalizer(mean, std, x.shape[-3], x.device)(x)
+
+
+def normalizer(mean: float | Sequence[float], std: float | Sequence[float], channels: int,
+               device: torch.device | str = "cpu") -> Callable[[torch.Tensor], torch.Tensor]:
+    """:func:`normalize` with ``mean``/``std`` checked and made tensors once (a batch loop calls it every step)."""
+    mean_t = _per_channel("mean", mean, channels, device)
+    std_t = _per_channel("std", std, channels, device)
+    if not all(v > 0 for v in std_t.flatten().tolist()):
+        raise ValueError(f"std must be > 0 in every channel, got {std_t.flatten().tolist()}")
+
+    def apply(x: torch.Tensor) -> torch.Tensor:
+        if x.dtype != torch.uint8:
+            raise ValueError(f"x must be uint8 pixels, got dtype {x.dtype}")
+        return (x.to(torch.float32) / 255.0 - mean_t) / std_t
+
+    return apply
 
 
 def _per_channel(name: str, value: float | Sequence[float], channels: int, device: torch.device) -> torch.Tensor:
