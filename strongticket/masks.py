@@ -188,6 +188,34 @@ class WindowTopK:
         return WindowTopK().__dict__
 
     def thresholds(self, scores: Sequence[torch.Tensor], k: int) -> torch.Tensor:
+        fast = self._fast(scores, k)
+        return fast if fast is not None else self._thresholds(scores, k)
+
+    def _fast(self, scores: Sequence[torch.Tensor], k: int) -> torch.Tensor | None:
+        """The usual call, with the least Python: same group and k, compiled loops, τ found in the window."""
+        compiled = self._compiled
+        if compiled is None or not self._span or self._shape[1] != k or len(scores) != len(self._shape[0]):
+            return None
+        for s, numel in zip(scores, self._shape[0]):
+            if not (s.is_cpu and s.dtype is torch.float32 and s.is_contiguous() and s.numel() == numel):
+                return None
+        lo = max(self._tau - self._span, 0)
+        found = compiled(scores, lo, min(self._tau + self._span, 2**31 - 1), k, KEEP_ALL_TIES)
+        if found is None:  # the general path selects in full (its bits are the new ones already)
+            self._span *= 4
+            self.changed = None
+            return self._rows(*self._full(k))
+        self.changed = compiled.flagged[:int(compiled.out[2])]
+        self._adapt(found[0], self.changed.size)
+        return self._rows(*found)
+
+    def _rows(self, tau: int, cut: int) -> torch.Tensor:
+        rows = np.empty((len(self._shape[0]), 2), dtype=np.int64)
+        rows[:, 0] = tau
+        rows[:, 1] = cut - self._offsets
+        return torch.from_numpy(rows)
+
+    def _thresholds(self, scores: Sequence[torch.Tensor], k: int) -> torch.Tensor:
         from .ops import _cpu
 
         flats = [s.detach().reshape(-1).contiguous() for s in scores]
@@ -200,6 +228,7 @@ class WindowTopK:
             raise ValueError(f"k must be in [1, {n}], got {k}")
         if self._shape != (numels, k):
             self._shape, self._span = (numels, k), 0
+            self._offsets = np.cumsum((0, *numels[:-1]), dtype=np.int64)
             self._compiled = _cpu.WindowSelect(numels) if _cpu.usable(*flats, same_size=False) else None
             self._bits = self._compiled.bits if self._compiled is not None else np.empty(n, dtype=np.int32)
             self._work = np.empty(0 if self._compiled is not None else n, dtype=np.int32)
@@ -219,12 +248,7 @@ class WindowTopK:
         if found is None:
             self._span *= 4
             found = self._full(k)
-        tau, cut = found
-        rows, base = [], 0
-        for numel in numels:
-            rows.append((tau, cut - base))
-            base += numel
-        return torch.tensor(rows, dtype=torch.int64)
+        return self._rows(*found)
 
     def _fill_bits(self, flats: list[torch.Tensor]) -> None:
         offset = 0

@@ -121,10 +121,7 @@ class _TopK:
         if _cpu_float32(detached):
             previous = self.changed[0] if self.changed is not None else None
             self._thresholds = self._window.thresholds(detached, k)
-            offsets = [0]
-            for s in detached:
-                offsets.append(offsets[-1] + s.numel())
-            self.changed = (previous, offsets, self._window.changed)
+            self.changed = (previous, self._window._offsets, self._window.changed)
         else:
             self._thresholds = ops.topk_thresholds([s.contiguous() for s in detached], [k], [0] * len(detached))
 
@@ -458,11 +455,15 @@ class MaskedLayer(nn.Module):
         re-decided there from the new (τ, cut), in place (its version moves: a graph that saved it refuses to
         run its backward pass rather than use the new mask)."""
         _, offsets, changed = topk.changed
-        i = 0 if self._selector is None else self._selector.layers.index(self)
-        lo, hi = np.searchsorted(changed, [offsets[i], offsets[i + 1]])
-        if lo < hi:
-            tau, cut = (int(v) for v in threshold.tolist())
-            ops.patch_masked_weight(masked, self.current_weight, self.scores, changed[lo:hi], offsets[i], tau, cut)
+        offset = 0
+        if self._selector is not None:  # this layer's part of the group's list
+            i = self._selector.layers.index(self)
+            offset = int(offsets[i])
+            end = offset + self.scores.numel()
+            changed = changed[np.searchsorted(changed, offset):np.searchsorted(changed, end)]
+        if changed.size:
+            tau, cut = threshold.tolist()
+            ops.patch_masked_weight(masked, self.current_weight, self.scores, changed, offset, tau, cut)
             torch.autograd.graph.increment_version(masked)
         return masked
 

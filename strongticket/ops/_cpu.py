@@ -273,8 +273,9 @@ def threshold_weight(s: Tensor, w: Tensor, tau: int, cut: int, out: Tensor) -> T
 
 def patch_weight(s: Tensor, w: Tensor, out: Tensor, where: np.ndarray, offset: int, tau: int, cut: int) -> None:
     """:func:`threshold_weight` at the flat indices ``where`` − ``offset`` only (int64, within the tensors)."""
-    where = np.ascontiguousarray(where, dtype=np.int64)
-    _lib.patch_weight(s.data_ptr(), w.data_ptr(), out.data_ptr(), where.ctypes.data, where.size, offset, tau,
+    if where.dtype != np.int64 or not where.flags.c_contiguous:
+        where = np.ascontiguousarray(where, dtype=np.int64)
+    _lib.patch_weight(s.data_ptr(), w.data_ptr(), out.data_ptr(), _address(where), where.size, offset, tau,
                       min(cut, 2**62))
 
 

@@ -114,10 +114,10 @@ def patch_masked_weight(masked: Tensor, weight: Tensor, scores: Tensor, where: n
                         cut: int) -> None:
     """Re-decide ``masked`` = W ⊙ M (float32, CPU) at the flat indices ``where`` − ``offset`` (ascending int64)
     from the threshold (τ, cut) over ``scores``, in place: what :func:`threshold_masked_weight` would write there."""
-    scores, weight = scores.detach().contiguous(), weight.detach().contiguous()
     if _cpu.usable(masked, weight, scores):
         _cpu.patch_weight(scores, weight, masked, where, offset, tau, cut)
         return
+    scores, weight = scores.detach().contiguous(), weight.detach().contiguous()
     at = where - offset
     bits = scores.reshape(-1).view(torch.int32).numpy()[at] & 0x7FFFFFFF
     keep = (bits > tau) | ((bits == tau) & (at <= cut))
