@@ -91,6 +91,8 @@ class SearchConfig:
     out: str | None = _f(None, "run folder (default runs/<name>-<config hash>)", hashed=False)
     tensorboard: bool = _f(False, "also log scalars for TensorBoard under <run>/tensorboard", hashed=False)
     device: str = _f("auto", "where to run", hashed=False, choices=DEVICES)
+    max_params: int = _f(1 << 28, "refuse a model with more masked weights than this, before any is drawn",
+                         hashed=False)
     rounds: int = _f(1, "rounds of pruning at initialization (random, magnitude, snip, grasp, synflow): density "
                      "density**(r/rounds) in round r, re-scored in between; 1 = single shot", hashed="if-set")
     anneal_epochs: int = _f(0, "annealed-edge-popup: epochs T over which the density falls as density**(e/T) "
@@ -137,6 +139,7 @@ class SearchConfig:
         _check_int("batch_size", self.batch_size, 1, 1 << 20)
         _check_int("seed", self.seed, 0, 2**32 - 1)
         _check_int("data_seed", self.data_seed, 0, 2**32 - 1)
+        _check_int("max_params", self.max_params, 1, 1 << 40)
         if self.widths is not None:
             if len(self.widths) == 0:
                 raise ValueError("widths must list at least one hidden width, got none")
@@ -306,6 +309,8 @@ def _coerce(name: str, annotation: Any, v: Any) -> Any:
                 return True
             if str(v).lower() in ("0", "false", "no", "off"):
                 return False
+            raise ValueError
+        if t in (int, float) and isinstance(v, bool):  # JSON/TOML true is not 1 epoch or density 1.0
             raise ValueError
         if t is int:
             if isinstance(v, float) and not v.is_integer():
