@@ -152,7 +152,7 @@ class SearchConfig:
             raise ValueError(f"weights=seeded needs init signed_constant (1 random bit per weight), got {self.init!r}")
         if self.bias_scores and not self.bias:
             raise ValueError("bias_scores needs bias: there is no bias to mask; add --bias")
-        _check_float("lr", self.lr, 0.0, math.inf, low_open=True)
+        _check_float("lr", self.lr, 0.0, 1e6, low_open=True)  # beyond, fp32 scores overflow on the first step
         _check_float("momentum", self.momentum, 0.0, 1.0, high_open=True)
         _check_float("weight_decay", self.weight_decay, 0.0, math.inf)
         _check_float("val_fraction", self.val_fraction, 0.0, 1.0, low_open=True, high_open=True)

@@ -79,7 +79,11 @@ def _load_masks(path: str, p: Planted) -> tuple[list[np.ndarray], list[np.ndarra
         raise FileNotFoundError(f"masks file not found: {path}")
     if path.endswith(".safetensors"):
         return _ticket_masks(path, p), _ticket_bias_masks(path)
-    with np.load(path) as z:
+    from ..files import check_zip
+
+    weights = sum(int(np.asarray(m).size) + int(np.asarray(m).shape[0]) for m in p.masks)
+    check_zip(Path(path), 8 * weights + (1 << 20), ValueError, "masks file")  # at most 8 bytes per mask entry
+    with np.load(path, allow_pickle=False) as z:
         missing = [f"mask{i}" for i in range(len(p.masks)) if f"mask{i}" not in z]
         if missing:
             raise ValueError(f"masks file must hold mask0..mask{len(p.masks) - 1}, missing {', '.join(missing)}")

@@ -207,6 +207,8 @@ def _run_search(cfg: SearchConfig, lock: RunLock, on_epoch: Callable[[dict[str, 
                          f"got {cfg.batch_size}")
 
     def read_folder() -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        if folder.exists() and not folder.is_dir():
+            raise FileCheckError(f"{folder}: the run folder (--out) is a file; choose another path")
         folder.mkdir(parents=True, exist_ok=True)
         lock.acquire()  # held until run_search returns: one search writes a folder at a time
         _prepare_folder(folder, cfg)
