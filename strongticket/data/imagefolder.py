@@ -150,11 +150,14 @@ def _check_pixels(path: Path, height: int, width: int) -> None:
 
 def _read_npy(path: Path) -> np.ndarray:
     try:
-        mapped = np.load(path, allow_pickle=False, mmap_mode="r")  # the header's shape, nothing read yet
-        if mapped.ndim >= 2:
-            _check_pixels(path, int(mapped.shape[0]), int(mapped.shape[1]))
-        array = np.array(mapped)
-        del mapped
+        with path.open("rb") as fh:  # the header's shape, before any data is read
+            version = np.lib.format.read_magic(fh)
+            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0)
+            shape = read_header(fh)[0]
+        if len(shape) >= 2:
+            _check_pixels(path, int(shape[0]), int(shape[1]))
+        array = np.load(path, allow_pickle=False)
     except _TooLarge:
         raise
     except (OSError, EOFError, ValueError) as exc:
@@ -179,8 +182,9 @@ def _read_with_pillow(path: Path) -> np.ndarray:
         with Image.open(path) as img:  # reads the header only
             _check_pixels(path, img.height, img.width)
             return np.array(img.convert("RGB"), dtype=np.uint8)  # (H, W, 3), a writable copy
-    except Image.DecompressionBombError as exc:
-        raise ValueError(f"image file {str(path)!r} declares too many pixels: {exc}") from None
+    except Image.DecompressionBombError:  # Pillow's own limit, above ours, trips at open
+        raise _TooLarge(f"image file {str(path)!r} declares more pixels than the {MAX_IMAGE_PIXELS:,} allowed "
+                        f"(MAX_IMAGE_PIXELS)") from None
     except _TooLarge:
         raise
     except (OSError, UnidentifiedImageError, ValueError) as exc:

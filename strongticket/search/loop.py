@@ -92,9 +92,11 @@ def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
 def _load_checkpoint(path: Path, cfg: SearchConfig) -> dict[str, Any]:
     """The checkpoint at ``path``, read with ``weights_only=True`` and checked against its SHA-256 and ``cfg``."""
     remove = "remove it to restart the run from epoch 1"
-    check_zip(path, 2 * path.stat().st_size + (1 << 20), FileCheckError, "checkpoint")  # torch.save never deflates
     try:
+        check_zip(path, 2 * path.stat().st_size + (1 << 20))  # torch.save stores, never deflates
         state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileCheckError as e:
+        raise FileCheckError(f"{path}: damaged checkpoint ({str(e).split(': ', 1)[-1]}); {remove}") from None
     except Exception as e:  # noqa: BLE001 - whatever the loader trips on, the file is damaged
         first = (str(e).splitlines() or [type(e).__name__])[0][:160]
         raise FileCheckError(f"{path}: damaged checkpoint ({type(e).__name__}: {first}); {remove}") from None
