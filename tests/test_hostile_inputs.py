@@ -2,8 +2,8 @@
 
 Every fixture is generated here (a tiny digits run, then files edited, truncated or forged from it). Each case
 asserts the exit code, a one-line message without "Traceback", and that nothing on disk changed; payloads try to
-create a marker file, which must never appear; the memory bombs run in a child process whose peak RSS (from
-``os.wait4``) must stay under 1 GB (importing torch alone costs 300-500 MB).
+create a marker file, which must never appear; the memory bombs run in a child process whose peak RSS (``VmHWM``)
+must stay under 1 GB (importing torch alone costs 300-500 MB).
 """
 
 from __future__ import annotations
@@ -54,16 +54,26 @@ def _one_line(code: int, err: str, *needles: str) -> None:
         assert needle in err, (needle, err)
 
 
-def _child(argv: list[str], cwd: Path) -> tuple[int, str, float]:
-    """``python -m strongticket ARGV`` in a child: (exit code, stderr, peak RSS in bytes)."""
-    env = {**os.environ, "PYTHONPATH": str(REPO), "STRONGTICKET_DEBUG": ""}
-    proc = subprocess.Popen([sys.executable, "-m", "strongticket", *argv], cwd=cwd, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    err = proc.stderr.read().decode()
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    proc.stderr.close()
-    return proc.returncode, err, usage.ru_maxrss * 1024  # Linux: kilobytes
+_LAUNCH = """
+import atexit, os, sys
+def peak():  # VmHWM: this process's peak RSS since exec (ru_maxrss would carry the forking parent's)
+    with open("/proc/self/status") as f:
+        kb = next(line for line in f if line.startswith("VmHWM")).split()[1]
+    with open(os.environ["PEAK_RSS_FILE"], "w") as f:
+        f.write(kb)
+atexit.register(peak)
+from strongticket.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def _child(argv: list[str], cwd: Path) -> tuple[int, str, int]:
+    """``strongticket ARGV`` in a child process: (exit code, stderr, peak RSS in bytes)."""
+    peak_file = cwd / "peak-rss"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "STRONGTICKET_DEBUG": "", "PEAK_RSS_FILE": str(peak_file)}
+    proc = subprocess.run([sys.executable, "-c", _LAUNCH, *argv], cwd=cwd, env=env, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True, timeout=300)
+    return proc.returncode, proc.stderr, int(peak_file.read_text()) * 1024
 
 
 def _snapshot(folder: Path) -> dict[str, str]:
@@ -200,6 +210,7 @@ def _png_header(path: Path, width: int, height: int) -> None:
                      + chunk(b"IEND", b""))
 
 
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="peak RSS read from /proc (Linux)")
 def test_memory_bombs_stay_under_1gb_in_a_child(run, tmp_path):
     """One child per bomb: a ticket and a theory ticket asking for huge nets, --widths 65536,65536, a CIFAR
     pickle bomb, an IDX .gz bomb and a 20000x20000 PNG."""
