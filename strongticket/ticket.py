@@ -18,8 +18,8 @@ File layout (safetensors):
                                 an edited config, label or summary is refused like a flipped mask bit
 
 Versions: ``strongticket-ticket/1`` (before the header hash) is refused with one line saying so: its config and
-summary cannot be verified, and a file that says /1 could be a /2 file with its hash stripped. A search re-run with
-the same command rewrites its ticket in the current format from the run's checkpoint.
+summary cannot be verified, and a file that says /1 could be a /2 file with its hash stripped. The search that made
+it, run again (a new ``--out``), gives the same masks bit for bit in the current format.
 
 The weights are exactly reproducible on every CPU (``strongticket.random`` builds them from Philox integer
 words with IEEE basic operations only), so hashing their float32 bytes is sound. About 1 bit per weight.
@@ -229,7 +229,7 @@ def read_checked_safetensors(path: Path, fmt: str, error: type[ValueError] = Non
 
 
 _REWRITE_HINT = {
-    "strongticket-ticket": "run the search command that made it again (it rewrites the ticket from its checkpoint)",
+    "strongticket-ticket": "run the search that made it again with a new --out (same masks, bit for bit)",
     "strongticket-packed": "export the ticket again",
     "strongticket-state-dict": "export the ticket again",
 }
