@@ -336,8 +336,10 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
             raw = json.loads(p.read_text())
         else:
             raise ValueError(f"config file must end in .toml or .json, got {str(path)!r}")
-    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as e:
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"config file {str(path)!r} is not valid {p.suffix[1:].upper()}: {e}") from None
+    except RecursionError:
+        raise ValueError(f"config file {str(path)!r} is nested too deeply") from None
     if not isinstance(raw, dict):
         raise ValueError(f"config file {str(path)!r} must hold a table/object of fields")
     return {k.replace("-", "_"): v for k, v in raw.items()}

@@ -144,7 +144,11 @@ class Ticket:
         if expected != set(self.state):
             missing = sorted(expected - set(self.state)) or sorted(set(self.state) - expected)
             raise TicketError(f"{self.path}: the ticket's stored state does not fit the model (e.g. {missing[0]!r})")
-        model.load_state_dict(self.state, strict=False)
+        try:
+            model.load_state_dict(self.state, strict=False)
+        except RuntimeError as e:
+            raise TicketError(f"{self.path}: the ticket's stored state does not fit the model "
+                              f"({' '.join(str(e).split())[:160]})") from None
         for layer, mask, bias_mask, generation in zip(layers, self.masks, self.bias_masks, self.generations):
             try:
                 layer.fix_mask(mask, bias_mask)

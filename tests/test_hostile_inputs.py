@@ -477,3 +477,14 @@ def test_true_in_a_config_file_is_not_a_number(capsys, tmp_path, text, field):
     _one_line(*_cli(capsys, "search", "--config", str(tmp_path / "c.toml"), "--out", str(tmp_path / "r")),
               f"{field} must be")
     assert not (tmp_path / "r").exists()
+
+
+def test_deep_config_file_and_damaged_report_inputs_are_one_line(capsys, copy, tmp_path):
+    (tmp_path / "deep.json").write_text('{"a": ' * 100_000 + "1" + "}" * 100_000)
+    _one_line(*_cli(capsys, "search", "--config", str(tmp_path / "deep.json"), "--out", str(tmp_path / "r")),
+              "deep.json")
+    (copy / "summary.json").write_text('{"test_acc": ')
+    before = _snapshot(copy)
+    _one_line(*_cli(capsys, "report", str(copy), "--out", str(tmp_path / "rep")), "summary.json", "damaged")
+    assert _snapshot(copy) == before
+

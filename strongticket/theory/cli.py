@@ -150,6 +150,7 @@ def _fmt(v: float) -> str:
 
 
 def _sweep(ns: argparse.Namespace) -> int:
+    from ..files import atomic_write
     from .sweep import DEFAULT_BLOCKS, plot_sweep, run_sweep, summary_table, write_csv
 
     dims = _int_list(ns.target_widths, "target_widths")
@@ -172,7 +173,7 @@ def _sweep(ns: argparse.Namespace) -> int:
                      progress=None if ns.quiet else progress)
     write_csv(out / "sweep.csv", rows)
     table = summary_table(rows)
-    (out / "sweep.md").write_text(table + "\n")
+    atomic_write(out / "sweep.md", table + "\n")
     print(table)
     print(f"csv: {out / 'sweep.csv'}  table: {out / 'sweep.md'}")
     try:
