@@ -394,8 +394,9 @@ def _load_pickled(path: Path) -> nn.Module:
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any failure to read is a corrupted (or hostile) file
-        first = (str(e).splitlines() or [type(e).__name__])[0][:200]
-        raise ExportError(f"{path}: corrupted or unsafe file ({type(e).__name__}: {first})") from None
+        first = (str(e).splitlines() or [type(e).__name__])[0][:120]
+        raise ExportError(f"{path}: corrupted or unsafe file: it does not load with weights_only=True ({first}); a "
+                          f"dense/prune export of format /1 (a pickled module) must be exported again") from None
     fmt = blob.get("format") if isinstance(blob, dict) else None
     kind = next((k for k, f in _PICKLED_FORMATS.items() if f == fmt), None)
     if kind is None:

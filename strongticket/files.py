@@ -10,6 +10,7 @@ are read back carry a SHA-256 the reader checks: :func:`metadata_sha256` over a 
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -152,7 +153,10 @@ class RunLock:
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        except OSError as e:
+            if e.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):  # no flock here (some network file
+                os.close(fd)                                                      # systems): run unlocked
+                return
             owner = os.read(fd, 32).decode(errors="replace").strip() or "another process"
             os.close(fd)
             raise FileCheckError(f"{self.path.parent}: run folder is in use by another search (pid {owner}); "

@@ -212,8 +212,8 @@ def _png_header(path: Path, width: int, height: int) -> None:
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="peak RSS read from /proc (Linux)")
 def test_memory_bombs_stay_under_1gb_in_a_child(run, tmp_path):
-    """One child per bomb: a ticket and a theory ticket asking for huge nets, --widths 65536,65536, a CIFAR
-    pickle bomb, an IDX .gz bomb and a 20000x20000 PNG."""
+    """One child per bomb: a ticket, a planted ticket (plant --masks) and a theory ticket asking for huge nets,
+    --widths 65536,65536, a CIFAR pickle bomb, an IDX .gz bomb and a 20000x20000 PNG."""
     big = _forge(run / "ticket.safetensors", tmp_path / "big.safetensors",
                  edit_meta=_edit_json("config", lambda c: {**c, "widths": [20000, 20000, 20000]}))
     theory = tmp_path / "theory.safetensors"
@@ -233,8 +233,11 @@ def test_memory_bombs_stay_under_1gb_in_a_child(run, tmp_path):
     for split in ("train", "test"):
         (images / split / "cat").mkdir(parents=True)
         _png_header(images / split / "cat" / "big.png", 20000, 20000)
+    planted = _forge(run / "ticket.safetensors", tmp_path / "planted.safetensors", edit_meta=_edit_json(
+        "config", lambda c: {**c, "model": "planted", "data": "planted-circle", "widths": [20000, 20000, 20000]}))
     cases = [
         (["eval", str(big)], "implies"),
+        (["plant", "--task", "circle", "--quick", "--masks", str(planted)], "implies"),
         (["eval", str(huge_theory)], "implies"),
         (["search", "--widths", "65536,65536", "--out", str(tmp_path / "r1")], "max_params"),
         (["search", "--data", "cifar10", "--data-root", str(cifar), "--out", str(tmp_path / "r2")], "refused"),
@@ -250,6 +253,15 @@ def test_memory_bombs_stay_under_1gb_in_a_child(run, tmp_path):
         _one_line(code, err, needle)
         print(f"{needle}: peak RSS {peak / 2**20:.0f} MiB")  # shown with pytest -s
         assert peak < ONE_GB, (argv, peak / 2**20)
+
+
+def test_size_flags_are_checked_before_anything_is_drawn(capsys, tmp_path):
+    _one_line(*_cli(capsys, "theory", "verify", "--target-widths", "1048576,1", "--draws", "1"), "--max-params")
+    _one_line(*_cli(capsys, "theory", "sweep", "--target-widths", "100000,1", "--out", str(tmp_path / "s")),
+              "--max-params")
+    _one_line(*_cli(capsys, "plant", "--task", "circle", "--width", "100000", "--quick"), "MAX_PLANTED_WEIGHTS")
+    _one_line(*_cli(capsys, "search", "--model", "conv4", "--width", "64", "--out", str(tmp_path / "r")),
+              "max_params")
 
 
 def test_idx_header_sizes_are_exact_and_capped(tmp_path):

@@ -151,8 +151,9 @@ def _finished_summary(folder: Path, cfg: SearchConfig, can_rebuild: bool) -> dic
         return None
     summary_path = folder / "summary.json"
     try:
-        if read_json(summary_path, "summary.json") == ticket.summary:
-            return ticket.summary
+        if json.dumps(read_json(summary_path, "summary.json"), sort_keys=True) == json.dumps(ticket.summary,
+                                                                                            sort_keys=True):
+            return ticket.summary  # (compared as text: a NaN metric equals itself)
     except FileCheckError:
         pass
     warnings.warn(f"{summary_path}: damaged or edited; rewritten from the ticket's summary", RuntimeWarning,
