@@ -7,8 +7,9 @@
     strongticket report runs/a runs/b ... [--out report]
     torchrun --nproc_per_node=N -m strongticket search ...   (data parallel; rank 0 prints and writes files)
 
-A bad value prints one line (``strongticket: error: density must be in (0, 1], got 1.5``) and exits with 2;
-``STRONGTICKET_DEBUG=1`` shows the traceback instead.
+A bad value, a damaged file or an OS error (read-only or full disk, a file where a folder should be) prints one
+line (``strongticket: error: density must be in (0, 1], got 1.5``) and exits with 2; ``--debug`` (before the
+command) or ``STRONGTICKET_DEBUG=1`` shows the traceback instead.
 """
 
 from __future__ import annotations
@@ -157,6 +158,8 @@ def _parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog="strongticket", description="Strong lottery tickets: find and check "
                                      "subnetworks of frozen random networks.")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error (as "
+                        "STRONGTICKET_DEBUG=1) instead of one line")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     search = sub.add_parser("search", help="search a mask on a frozen random network",
                             description="Train popup scores of a frozen random network; write a ticket.")
@@ -217,15 +220,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     ns = parser.parse_args(argv)
     try:
         return ns.run(ns)
-    except (ValueError, FileNotFoundError, FloatingPointError) as e:
-        if os.environ.get("STRONGTICKET_DEBUG") == "1":
-            raise
-        msg: Any = str(e).splitlines()[0] if str(e) else type(e).__name__
-        print(f"strongticket: error: {msg}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("strongticket: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
+    except Exception as e:  # noqa: BLE001 - every failure becomes one line (the traceback behind --debug)
+        if ns.debug or os.environ.get("STRONGTICKET_DEBUG") == "1":
+            raise
+        print(f"strongticket: error: {_one_line(e)}", file=sys.stderr)
+        return 2
+
+
+def _one_line(e: BaseException) -> str:
+    """The error as one line: the message of an expected kind, else its type too and where to see more."""
+    text = " ".join(str(e).split()) if str(e) else ""
+    if isinstance(e, (ValueError, FloatingPointError)) and text:
+        return text[:500]
+    if isinstance(e, OSError) and e.strerror:
+        where = f": {e.filename}" if e.filename and str(e.filename) not in e.strerror else ""
+        return f"{e.strerror}{where}"[:500]
+    if isinstance(e, MemoryError):
+        return "out of memory (lower --max-params or the batch size)"
+    if isinstance(e, RecursionError):
+        return "input nested too deeply"
+    return (f"{type(e).__name__}: {text}"[:500] if text else type(e).__name__) + \
+        " (run with --debug or STRONGTICKET_DEBUG=1 for the traceback)"
 
 
 if __name__ == "__main__":

@@ -91,6 +91,8 @@ class SearchConfig:
     out: str | None = _f(None, "run folder (default runs/<name>-<config hash>)", hashed=False)
     tensorboard: bool = _f(False, "also log scalars for TensorBoard under <run>/tensorboard", hashed=False)
     device: str = _f("auto", "where to run", hashed=False, choices=DEVICES)
+    max_params: int = _f(1 << 28, "refuse a model with more masked weights than this, before any is drawn",
+                         hashed=False)
     rounds: int = _f(1, "rounds of pruning at initialization (random, magnitude, snip, grasp, synflow): density "
                      "density**(r/rounds) in round r, re-scored in between; 1 = single shot", hashed="if-set")
     anneal_epochs: int = _f(0, "annealed-edge-popup: epochs T over which the density falls as density**(e/T) "
@@ -137,6 +139,7 @@ class SearchConfig:
         _check_int("batch_size", self.batch_size, 1, 1 << 20)
         _check_int("seed", self.seed, 0, 2**32 - 1)
         _check_int("data_seed", self.data_seed, 0, 2**32 - 1)
+        _check_int("max_params", self.max_params, 1, 1 << 40)
         if self.widths is not None:
             if len(self.widths) == 0:
                 raise ValueError("widths must list at least one hidden width, got none")
@@ -149,7 +152,7 @@ class SearchConfig:
             raise ValueError(f"weights=seeded needs init signed_constant (1 random bit per weight), got {self.init!r}")
         if self.bias_scores and not self.bias:
             raise ValueError("bias_scores needs bias: there is no bias to mask; add --bias")
-        _check_float("lr", self.lr, 0.0, math.inf, low_open=True)
+        _check_float("lr", self.lr, 0.0, 1e6, low_open=True)  # beyond, fp32 scores overflow on the first step
         _check_float("momentum", self.momentum, 0.0, 1.0, high_open=True)
         _check_float("weight_decay", self.weight_decay, 0.0, math.inf)
         _check_float("val_fraction", self.val_fraction, 0.0, 1.0, low_open=True, high_open=True)
@@ -307,6 +310,8 @@ def _coerce(name: str, annotation: Any, v: Any) -> Any:
             if str(v).lower() in ("0", "false", "no", "off"):
                 return False
             raise ValueError
+        if t in (int, float) and isinstance(v, bool):  # JSON/TOML true is not 1 epoch or density 1.0
+            raise ValueError
         if t is int:
             if isinstance(v, float) and not v.is_integer():
                 raise ValueError
@@ -331,8 +336,10 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
             raw = json.loads(p.read_text())
         else:
             raise ValueError(f"config file must end in .toml or .json, got {str(path)!r}")
-    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as e:
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"config file {str(path)!r} is not valid {p.suffix[1:].upper()}: {e}") from None
+    except RecursionError:
+        raise ValueError(f"config file {str(path)!r} is nested too deeply") from None
     if not isinstance(raw, dict):
         raise ValueError(f"config file {str(path)!r} must hold a table/object of fields")
     return {k.replace("-", "_"): v for k, v in raw.items()}

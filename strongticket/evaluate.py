@@ -13,10 +13,10 @@ from .backend import backend_name, resolve_device
 from .config import SearchConfig
 from .data.splits import Split, Splits, batches, load_splits
 from .masks import topk_mask
-from .models import model_from_config
+from .models import masked_shapes, model_from_config
 from .nn import masked_layers
 from .random import permutation
-from .ticket import Ticket, TicketError, read_ticket
+from .ticket import Ticket, TicketError, check_ticket_shapes, read_ticket
 
 __all__ = ["SANITY_CHECKS", "better", "evaluate", "load_ticket_model", "evaluate_ticket", "metric_key"]
 
@@ -87,6 +87,7 @@ def _load(path: str | Path, device: str, data_root: str | None,
     ticket = read_ticket(path)
     cfg = _config(ticket, device, data_root)
     splits = load_splits(cfg.data, val_fraction=cfg.val_fraction, root=cfg.data_root)
+    check_ticket_shapes(ticket, masked_shapes(cfg, splits.input_shape, splits.num_classes))
     model = model_from_config(cfg, splits.input_shape, splits.num_classes)
     ticket.apply(model)
     return model.to(resolve_device(device)), ticket, cfg, splits

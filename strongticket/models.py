@@ -28,16 +28,20 @@ the seed, names each layer's random stream, so a model config plus a seed determ
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
+from . import nn as _masked_nn
 from .nn import MaskedConv2d, MaskedLinear, masked_layers, use_global_topk
 
-__all__ = ["MLP", "ConvNet", "ResNet", "MODELS", "build_model", "model_from_config", "planted_network"]
+__all__ = ["MLP", "ConvNet", "ResNet", "MODELS", "build_model", "check_param_budget", "masked_shapes",
+           "model_from_config", "planted_network"]
 
 
 class _Layers:
@@ -271,3 +275,46 @@ def model_from_config(cfg: Any, input_shape: Sequence[int], num_classes: int) ->
         for layer in masked_layers(model):
             layer.use_binary_weights()
     return model
+
+
+@contextlib.contextmanager
+def _shapes_only() -> Iterator[None]:
+    """Masked layers built inside draw no weights or scores: both are empty tensors on the meta device.
+
+    The layers draw through ``strongticket.nn.init_weight`` / ``init_scores``; swapping those two names for the
+    duration is what lets a config's sizes be known before a byte of them is allocated.
+    """
+    def meta(shape: Sequence[int], *args: Any, **kwargs: Any) -> Tensor:
+        return torch.empty(tuple(shape), device="meta")
+
+    saved = _masked_nn.init_weight, _masked_nn.init_scores
+    _masked_nn.init_weight = _masked_nn.init_scores = meta
+    try:
+        yield
+    finally:
+        _masked_nn.init_weight, _masked_nn.init_scores = saved
+
+
+def masked_shapes(cfg: Any, input_shape: Sequence[int], num_classes: int) -> list[tuple[int, ...]]:
+    """The weight shapes of the masked layers of ``model_from_config(cfg, ...)``, in order, computed without
+    drawing any weight (planted models: from their widths, since planting draws the weights itself)."""
+    if cfg.model.startswith("planted"):
+        widths = [math.prod(input_shape), *(cfg.widths or (100, 100, 100)), num_classes]
+        return [(widths[k + 1], widths[k]) for k in range(len(widths) - 1)]
+    kwargs: dict[str, Any] = dict(width=cfg.width, density=cfg.density, init=cfg.init, seed=cfg.seed,
+                                  scale_fan=cfg.scale_fan, bias=cfg.bias, bias_scores=cfg.bias_scores,
+                                  learn_bn=cfg.learn_bn, weights="stored")
+    if cfg.widths is not None:
+        kwargs["widths"] = tuple(cfg.widths)
+    with _shapes_only():
+        model = build_model(cfg.model, input_shape, num_classes, **kwargs)
+    return [tuple(layer.scores.shape) for layer in masked_layers(model)]
+
+
+def check_param_budget(cfg: Any, input_shape: Sequence[int], num_classes: int, max_params: int) -> int:
+    """The number of masked weights ``cfg``'s model has; over ``max_params`` raises one line naming the limit."""
+    total = sum(math.prod(shape) for shape in masked_shapes(cfg, input_shape, num_classes))
+    if total > max_params:
+        raise ValueError(f"the model ({cfg.model}, widths {None if cfg.widths is None else list(cfg.widths)}, width "
+                         f"{cfg.width:g}) has {total:,} weights, more than max_params {max_params:,} (--max-params)")
+    return total

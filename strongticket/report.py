@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from .files import FileCheckError, atomic_write, read_json
+
 __all__ = ["load_run", "write_report", "mean_std"]
 
 
@@ -24,12 +26,19 @@ def load_run(folder: str | Path) -> dict[str, Any]:
     missing = [name for name in ("config.json", "metrics.jsonl", "summary.json") if not (folder / name).is_file()]
     if missing:
         raise ValueError(f"run folder {str(folder)!r} must hold a finished run; missing {', '.join(missing)}")
-    metrics = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    metrics = []
+    for i, line in enumerate((folder / "metrics.jsonl").read_text(errors="replace").splitlines()):
+        try:
+            record = json.loads(line) if line.strip() else None
+        except (json.JSONDecodeError, RecursionError):
+            raise FileCheckError(f"{folder / 'metrics.jsonl'}: damaged log (line {i + 1} is not valid JSON)") from None
+        if record is not None:
+            metrics.append(record)
     return {
         "folder": folder,
-        "config": json.loads((folder / "config.json").read_text()),
+        "config": read_json(folder / "config.json", "config.json"),
         "metrics": metrics,
-        "summary": json.loads((folder / "summary.json").read_text()),
+        "summary": read_json(folder / "summary.json", "summary.json"),
     }
 
 
@@ -91,9 +100,7 @@ def write_report(folders: Sequence[str | Path], out: str | Path) -> Path:
         lines += ["", *[f"![{p.stem}]({p.name})" for p in plots]]
     else:
         lines += ["", "(plots skipped: matplotlib is not installed; `pip install matplotlib`)"]
-    path = out / "report.md"
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    return atomic_write(out / "report.md", "\n".join(lines) + "\n")
 
 
 def _plots(runs: list[dict[str, Any]], out: Path) -> list[Path]:

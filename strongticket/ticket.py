@@ -7,13 +7,19 @@ File layout (safetensors):
             ``generation.<i>`` uint8/uint16/int32 (shape_i), IteRand tickets: the re-randomization event that last
                                re-drew each weight (0: never), i.e. which generation of the seeded init it is
             ``state.<name>``   the model's other state: batch-norm statistics, learned affine parameters
-  metadata  ``format``          "strongticket-ticket/1"
+  metadata  ``format``          "strongticket-ticket/2"
             ``config``          the resolved search config (JSON): model, widths, init, density, seed, …
             ``layers``          JSON list of {"shape", "kept"} per masked layer
             ``data_sha256``     SHA-256 of every tensor's bytes, by tensor name: catches corruption
             ``weights_sha256``  SHA-256 of the float32 frozen weights (and frozen biases) regenerated from the
                                 seed, in layer order: proves the weights on load are the ones searched over
             ``summary``         the run's summary (JSON), for comparison by ``strongticket eval``
+            ``header_sha256``   SHA-256 of all the other metadata fields (:func:`strongticket.files.metadata_sha256`):
+                                an edited config, label or summary is refused like a flipped mask bit
+
+Versions: ``strongticket-ticket/1`` (before the header hash) is refused with one line saying so: its config and
+summary cannot be verified, and a file that says /1 could be a /2 file with its hash stripped. The search that made
+it, run again (a new ``--out``), gives the same masks bit for bit in the current format.
 
 The weights are exactly reproducible on every CPU (``strongticket.random`` builds them from Philox integer
 words with IEEE basic operations only), so hashing their float32 bytes is sound. About 1 bit per weight.
@@ -23,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import struct
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,6 +39,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .files import atomic_write, metadata_sha256
 from .masks import pack_mask, unpack_mask
 from .nn import MaskedLayer, masked_layers, other_state
 
@@ -39,6 +47,9 @@ __all__ = [
     "TICKET_FORMAT",
     "TicketError",
     "Ticket",
+    "check_layers",
+    "check_ticket_shapes",
+    "json_field",
     "save_ticket",
     "read_ticket",
     "ticket_kind",
@@ -48,7 +59,7 @@ __all__ = [
     "weights_sha256",
 ]
 
-TICKET_FORMAT = "strongticket-ticket/1"
+TICKET_FORMAT = "strongticket-ticket/2"
 
 
 class TicketError(ValueError):
@@ -98,11 +109,8 @@ def save_ticket(path: str | Path, model: nn.Module, config: dict[str, Any], summ
         "weights_sha256": weights_sha256(layers),
         "summary": json.dumps(summary, sort_keys=True),
     }
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(save(tensors, metadata=metadata))
-    tmp.replace(path)
-    return path
+    metadata["header_sha256"] = metadata_sha256(metadata)
+    return atomic_write(path, save(tensors, metadata=metadata))
 
 
 def _smallest_uint(values: np.ndarray) -> np.ndarray:
@@ -136,7 +144,11 @@ class Ticket:
         if expected != set(self.state):
             missing = sorted(expected - set(self.state)) or sorted(set(self.state) - expected)
             raise TicketError(f"{self.path}: the ticket's stored state does not fit the model (e.g. {missing[0]!r})")
-        model.load_state_dict(self.state, strict=False)
+        try:
+            model.load_state_dict(self.state, strict=False)
+        except RuntimeError as e:
+            raise TicketError(f"{self.path}: the ticket's stored state does not fit the model "
+                              f"({' '.join(str(e).split())[:160]})") from None
         for layer, mask, bias_mask, generation in zip(layers, self.masks, self.bias_masks, self.generations):
             try:
                 layer.fix_mask(mask, bias_mask)
@@ -144,6 +156,17 @@ class Ticket:
                     layer.load_generation(generation.to(layer.weight.device))
             except ValueError as e:
                 raise TicketError(f"{self.path}: {e}") from None
+
+
+def check_ticket_shapes(ticket: Ticket, shapes: Sequence[Sequence[int]]) -> None:
+    """Before a model is built: the masked layer ``shapes`` its config implies must be the ones whose masks the
+    ticket stores (so a small file cannot ask for a large network)."""
+    recorded = [list(lay["shape"]) for lay in ticket.layers]
+    if [list(s) for s in shapes] != recorded:
+        implied = sum(math.prod(s) for s in shapes)
+        stored = sum(math.prod(s) for s in recorded)
+        raise TicketError(f"{ticket.path}: the ticket's config implies {len(shapes)} masked layers of {implied:,} "
+                          f"weights, its masks record {len(recorded)} layers of {stored:,} (a damaged or edited file)")
 
 
 def safetensors_header(path: Path, error: type[ValueError] = None, noun: str = "ticket") -> dict[str, Any]:
@@ -166,8 +189,13 @@ def safetensors_header(path: Path, error: type[ValueError] = None, noun: str = "
             header = json.loads(fh.read(n))
         except (UnicodeDecodeError, json.JSONDecodeError):
             raise error(f"{path}: corrupted {noun} (header is not valid JSON)") from None
+        except RecursionError:
+            raise error(f"{path}: corrupted {noun} (header JSON is nested too deeply)") from None
     if not isinstance(header, dict):
         raise error(f"{path}: corrupted {noun} (header is not a JSON object)")
+    meta = header.get("__metadata__", {})
+    if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
+        raise error(f"{path}: corrupted {noun} (metadata is not a table of strings)")
     try:
         ends = [int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"]
     except (TypeError, KeyError, IndexError, ValueError):
@@ -179,14 +207,22 @@ def safetensors_header(path: Path, error: type[ValueError] = None, noun: str = "
 
 def read_checked_safetensors(path: Path, fmt: str, error: type[ValueError] = None, noun: str = "ticket",
                              ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    """Tensors and metadata of a safetensors file of format ``fmt`` whose ``data_sha256`` matches its tensors."""
+    """Tensors and metadata of a safetensors file of format ``fmt`` whose ``header_sha256`` matches its metadata
+    and whose ``data_sha256`` matches its tensors; an older version of ``fmt`` is refused with one line."""
     from safetensors import SafetensorError
     from safetensors.numpy import load
 
     error = error or TicketError
     meta = safetensors_header(path, error, noun).get("__metadata__") or {}
-    if meta.get("format") != fmt:
-        raise error(f"{path}: not a {fmt.split('/')[0]} file (format {meta.get('format')!r}, expected {fmt!r})")
+    family = fmt.rsplit("/", 1)[0]
+    found = meta.get("format")
+    if found != fmt:
+        if isinstance(found, str) and found.startswith(family + "/"):
+            raise error(f"{path}: {noun} format {found} is not readable by this version (it reads {fmt}, whose "
+                        f"header is hashed); {_REWRITE_HINT.get(family, 'write the file again')}")
+        raise error(f"{path}: not a {family} file (format {found!r}, expected {fmt!r})")
+    if meta.get("header_sha256") != metadata_sha256(meta):
+        raise error(f"{path}: corrupted {noun} (metadata do not match their SHA-256: an edited or damaged header)")
     try:
         tensors = load(path.read_bytes())
     except SafetensorError as e:
@@ -196,27 +232,67 @@ def read_checked_safetensors(path: Path, fmt: str, error: type[ValueError] = Non
     return tensors, meta
 
 
+_REWRITE_HINT = {
+    "strongticket-ticket": "run the search that made it again with a new --out (same masks, bit for bit)",
+    "strongticket-packed": "export the ticket again",
+    "strongticket-state-dict": "export the ticket again",
+}
+
+
+def json_field(path: Path, meta: dict[str, str], key: str, kind: type, error: type[ValueError] = None,
+               noun: str = "ticket", default: str | None = None) -> Any:
+    """Metadata field ``key`` of ``path`` parsed as JSON of type ``kind``, or one line saying what is wrong."""
+    error = error or TicketError
+    text = meta.get(key, default)
+    if text is None:
+        raise error(f"{path}: corrupted {noun} (metadata field {key!r} is missing)")
+    try:
+        value = json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as e:
+        raise error(f"{path}: corrupted {noun} (metadata field {key!r} is not valid JSON: {type(e).__name__})") \
+            from None
+    if not isinstance(value, kind):
+        raise error(f"{path}: corrupted {noun} (metadata field {key!r} must be a JSON {kind.__name__}, "
+                    f"got {type(value).__name__})")
+    return value
+
+
+def check_layers(path: Path, layers: list[Any], error: type[ValueError] = None, noun: str = "ticket") -> None:
+    """``layers`` metadata: a list of {"shape": [positive ints], "kept": int in [0, numel]}."""
+    error = error or TicketError
+    for i, lay in enumerate(layers):
+        shape = lay.get("shape") if isinstance(lay, dict) else None
+        kept = lay.get("kept") if isinstance(lay, dict) else None
+        if (not isinstance(shape, list) or not 1 <= len(shape) <= 8
+                or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in shape)
+                or not isinstance(kept, int) or isinstance(kept, bool) or not 0 <= kept <= math.prod(shape)):
+            raise error(f"{path}: corrupted {noun} (layers[{i}] must be {{'shape': [positive ints], 'kept': int "
+                        f"in [0, numel]}}, got {str(lay)[:80]})")
+
+
 def ticket_kind(path: str | Path) -> str:
     """``"search"`` or ``"theory"``: what made a ticket, read from its header only (the full read checks the rest)."""
-    meta = safetensors_header(Path(path)).get("__metadata__") or {}
-    try:
-        return json.loads(meta.get("config", "{}")).get("kind", "search")
-    except (json.JSONDecodeError, AttributeError):
-        raise TicketError(f"{path}: corrupted ticket (config is not a JSON object)") from None
+    path = Path(path)
+    meta = safetensors_header(path).get("__metadata__") or {}
+    kind = json_field(path, meta, "config", dict, default="{}").get("kind", "search")
+    if kind not in ("search", "theory"):
+        raise TicketError(f"{path}: corrupted ticket (config kind must be search or theory, got {str(kind)[:40]!r})")
+    return kind
 
 
 def read_ticket(path: str | Path) -> Ticket:
     """Read and check a ticket; a missing, truncated or corrupted file raises :class:`TicketError` (one line)."""
     path = Path(path)
     tensors, meta = read_checked_safetensors(path, TICKET_FORMAT)
+    config = json_field(path, meta, "config", dict)
+    layers = json_field(path, meta, "layers", list)
+    summary = json_field(path, meta, "summary", dict, default="{}")
+    check_layers(path, layers)
     try:
-        config = json.loads(meta["config"])
-        layers = json.loads(meta["layers"])
-        summary = json.loads(meta.get("summary", "{}"))
         packed = [tensors[f"mask.{i}"] for i in range(len(layers))]
-        packed_bias = [tensors.get(f"bias_mask.{i}") for i in range(len(layers))]
-    except (KeyError, json.JSONDecodeError) as e:
-        raise TicketError(f"{path}: corrupted ticket ({type(e).__name__}: {e})") from None
+    except KeyError as e:
+        raise TicketError(f"{path}: corrupted ticket (tensor {e} is missing)") from None
+    packed_bias = [tensors.get(f"bias_mask.{i}") for i in range(len(layers))]
     try:
         masks = [unpack_mask(p, lay["shape"]) for p, lay in zip(packed, layers)]
         bias_masks = [None if p is None else unpack_mask(p, lay["shape"][:1]) for p, lay in zip(packed_bias, layers)]
@@ -227,7 +303,10 @@ def read_ticket(path: str | Path) -> Ticket:
             raise TicketError(f"{path}: corrupted ticket (layer {i} keeps {int(m.sum())}, recorded {lay['kept']})")
     scores = None
     if "scores.0" in tensors:
-        scores = [torch.from_numpy(tensors[f"scores.{i}"].copy()) for i in range(len(layers))]
+        try:
+            scores = [torch.from_numpy(tensors[f"scores.{i}"].copy()) for i in range(len(layers))]
+        except KeyError as e:
+            raise TicketError(f"{path}: corrupted ticket (tensor {e} is missing)") from None
     state = {k[len("state."):]: torch.from_numpy(v.copy()) for k, v in tensors.items() if k.startswith("state.")}
     generations = [tensors.get(f"generation.{i}") for i in range(len(layers))]
     try:

@@ -27,7 +27,7 @@ def _run(capsys, *argv):
         (["--widths", "64,x"], "widths must be comma-separated integers, got '64,x'"),
         (["--epochs", "0"], "epochs must be an integer in [1, 100000], got 0"),
         (["--seed", "-1"], "seed must be an integer in [0, 4294967295], got -1"),
-        (["--lr", "nan"], "lr must be a number in (0, inf], got nan"),
+        (["--lr", "nan"], "lr must be a number in (0, 1e+06], got nan"),
         (["--data-root", "/no/such/folder"], "data_root must be an existing folder, got '/no/such/folder'"),
         (["--config", "/no/such.toml"], "config file must be an existing .toml or .json file, got '/no/such.toml'"),
     ],

@@ -8,6 +8,7 @@ from safetensors.numpy import load, save
 
 from strongticket.config import SearchConfig
 from strongticket.evaluate import load_ticket_model
+from strongticket.files import metadata_sha256
 from strongticket.search import run_search
 from strongticket.ticket import TicketError, read_ticket
 
@@ -78,12 +79,17 @@ def test_garbled_header_says_corrupted(ticket_path, tmp_path):
 
 
 def test_other_seed_says_weights_do_not_match(ticket_path, tmp_path):
-    def other_seed(meta):
+    def other_seed(meta, rehash):
         cfg = json.loads(meta["config"])
         cfg["seed"] = 1
         meta["config"] = json.dumps(cfg)
+        if rehash:  # a forger who also recomputes the header's checksum
+            meta["header_sha256"] = metadata_sha256(meta)
 
-    bad = _rewrite(ticket_path, tmp_path / "t.safetensors", edit_meta=other_seed)
+    bad = _rewrite(ticket_path, tmp_path / "t.safetensors", edit_meta=lambda m: other_seed(m, False))
+    with pytest.raises(TicketError, match="metadata do not match their SHA-256"):
+        load_ticket_model(bad, device="cpu")
+    bad = _rewrite(ticket_path, tmp_path / "t.safetensors", edit_meta=lambda m: other_seed(m, True))
     with pytest.raises(TicketError, match="weights regenerated from seed 1 do not match the searched ones"):
         load_ticket_model(bad, device="cpu")
 

@@ -13,13 +13,16 @@ and the labels: ``labels`` (CIFAR-10, 0..9) or ``fine_labels`` (0..99) and ``coa
 
 Pickle can run arbitrary code, so the files are read by an unpickler that resolves only the globals a CIFAR
 batch needs (numpy array and dtype reconstruction, and the plain builtins) and refuses every other one before
-anything is called.
+anything is called. The allowed callables are wrapped so that none can allocate more than the file could hold: each
+call's result counts against a budget of :data:`UNPICKLE_BUDGET` times the file's size (``bytes(n)`` from an int,
+or an array shape larger than its data, is refused outright), so a small file cannot ask for a large allocation.
 """
 
 from __future__ import annotations
 
-import builtins
 import importlib
+import io
+import math
 import pickle
 from collections.abc import Callable
 from os import PathLike
@@ -29,7 +32,11 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["CIFAR_FOLDERS", "CIFAR_LABELS", "load_cifar", "safe_unpickle"]
+__all__ = ["CIFAR_FOLDERS", "CIFAR_LABELS", "UNPICKLE_BUDGET", "load_cifar", "safe_unpickle"]
+
+UNPICKLE_BUDGET = 8
+"""What the allowed callables may build in total, in multiples of the file's size (plus 16 MiB): a real batch's
+arrays and label lists come to about 1x."""
 
 CIFAR_FOLDERS = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}
 """Data set name -> folder under ``root``."""
@@ -75,30 +82,89 @@ def _latin1_encode(text: str, encoding: str = "utf-8") -> bytes:
     return text.encode("latin1")
 
 
-# Resolved lazily (numpy's private module moved between versions). Names absent here are refused.
-_ALLOWED: dict[tuple[str, str], Callable[[], Any]] = {
-    **{(module, name): (lambda name=name: getattr(builtins, name))
-       for module in ("builtins", "__builtin__") for name in ("dict", "list", "bytes", "str", "int")},
-    ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
-    ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
-    ("numpy.core.numeric", "_frombuffer"): _frombuffer,  # numpy arrays under pickle protocol 5
-    ("numpy._core.numeric", "_frombuffer"): _frombuffer,
-    ("numpy", "ndarray"): lambda: np.ndarray,
-    ("numpy", "dtype"): lambda: np.dtype,
-    ("_codecs", "encode"): lambda: _latin1_encode,
-}
+class _NdarrayType:
+    """What the file gets for ``numpy.ndarray``: usable only as ``_reconstruct``'s first argument, never called
+    (``ndarray(shape)`` would allocate whatever shape the file names)."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise _Refused("numpy.ndarray may only be rebuilt through _reconstruct, not called")
+
+
+_NDARRAY = _NdarrayType()
+
+
+class _Budget:
+    """Bytes the allowed callables may still build; every result is charged, an overdraft refuses the file."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.left = limit, limit
+
+    def charge(self, nbytes: int) -> None:
+        self.left -= nbytes
+        if self.left < 0:
+            raise _Refused(f"it builds more than {self.limit:,} bytes of objects ({UNPICKLE_BUDGET}x its size + "
+                           f"16 MiB): not a CIFAR batch (a decompression-style bomb?)")
+
+
+def _allowed(budget: _Budget) -> dict[tuple[str, str], Callable[[], Any]]:
+    """The allow-list, each callable wrapped to charge ``budget`` for what it builds. Names absent are refused."""
+
+    def sized(fn: Callable[..., Any], name: str) -> Callable[..., Any]:
+        def call(*args: Any) -> Any:
+            if name == "bytes" and args and not isinstance(args[0], (bytes, bytearray, str)):
+                raise _Refused(f"bytes() is allowed only from bytes or str, got {type(args[0]).__name__}")
+            if name in ("list", "dict") and args and not isinstance(args[0], (bytes, str, list, tuple, dict)):
+                raise _Refused(f"{name}() is allowed only from a container, got {type(args[0]).__name__}")
+            if args and isinstance(args[0], (bytes, str, list, tuple, dict)):
+                budget.charge(len(args[0]) * (8 if name in ("list", "dict") else 1))
+            return fn(*args)
+        return call
+
+    def reconstruct(subtype: Any, shape: Any, dtype: Any) -> Any:
+        if subtype is not _NDARRAY:
+            raise _Refused("_reconstruct is allowed only for numpy.ndarray")
+        try:
+            nbytes = math.prod(int(d) for d in shape) * np.dtype(dtype).itemsize
+        except (TypeError, ValueError) as exc:
+            raise _Refused(f"_reconstruct got an invalid shape or dtype: {exc}") from None
+        budget.charge(nbytes)
+        return _reconstruct()(np.ndarray, shape, dtype)
+
+    def frombuffer(buf: Any, dtype: Any, shape: Any, order: Any) -> Any:
+        budget.charge(len(memoryview(buf).cast("B")))
+        return _frombuffer()(buf, dtype, shape, order)
+
+    def dtype(*args: Any) -> Any:
+        out = np.dtype(*args)
+        if out.itemsize > 64 or out.hasobject:  # CIFAR holds uint8 data; object arrays would run arbitrary state
+            raise _Refused(f"dtype {out} is not allowed in a CIFAR batch")
+        return out
+
+    return {
+        **{(module, name): (lambda name=name: sized({"dict": dict, "list": list, "bytes": bytes, "str": str,
+                                                     "int": int}[name], name))
+           for module in ("builtins", "__builtin__") for name in ("dict", "list", "bytes", "str", "int")},
+        ("numpy.core.multiarray", "_reconstruct"): lambda: reconstruct,
+        ("numpy._core.multiarray", "_reconstruct"): lambda: reconstruct,
+        ("numpy.core.numeric", "_frombuffer"): lambda: frombuffer,  # numpy arrays under pickle protocol 5
+        ("numpy._core.numeric", "_frombuffer"): lambda: frombuffer,
+        ("numpy", "ndarray"): lambda: _NDARRAY,
+        ("numpy", "dtype"): lambda: dtype,
+        ("_codecs", "encode"): lambda: sized(_latin1_encode, "encode"),
+    }
 
 
 class _RestrictedUnpickler(pickle.Unpickler):
-    """An unpickler whose globals come only from :data:`_ALLOWED`; it never imports what the file names."""
+    """An unpickler whose globals come only from :func:`_allowed`; it never imports what the file names."""
 
-    def __init__(self, file: Any) -> None:
+    def __init__(self, file: Any, budget: _Budget) -> None:
         super().__init__(file, encoding="bytes")
+        self._allowed = _allowed(budget)
 
     def find_class(self, module: str, name: str) -> Any:
-        resolve = _ALLOWED.get((module, name))
+        resolve = self._allowed.get((module, name))
         if resolve is None:
-            allowed = ", ".join(sorted({f"{m}.{n}" for m, n in _ALLOWED}))
+            allowed = ", ".join(sorted({f"{m}.{n}" for m, n in self._allowed}))
             raise _Refused(
                 f"it refers to {module}.{name}, which is not allowed: a CIFAR batch "
                 f"only needs {allowed}. The file is not a CIFAR batch and may be malicious; it was not loaded"
@@ -119,14 +185,14 @@ def safe_unpickle(path: str | PathLike[str]) -> Any:
     """
     path = Path(path)
     try:
-        with open(path, "rb") as f:
-            return _RestrictedUnpickler(f).load()
+        data = path.read_bytes()  # from memory, a length the file claims can never be read past its end
+        return _RestrictedUnpickler(io.BytesIO(data), _Budget(UNPICKLE_BUDGET * len(data) + (16 << 20))).load()
     except FileNotFoundError:
         raise
     except _Refused as exc:
         raise _Refused(f"refused to unpickle {str(path)!r}: {exc}") from None
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError,
-            OverflowError, MemoryError) as exc:
+            OverflowError, MemoryError, RecursionError) as exc:
         raise ValueError(f"pickle file {str(path)!r} is corrupted or not a pickle: {type(exc).__name__}: {exc}") \
             from exc
 

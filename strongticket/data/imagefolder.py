@@ -13,6 +13,9 @@ met. Every image becomes RGB (grey repeated, alpha dropped) and, with ``size``, 
 ``torch.nn.functional.interpolate`` (bilinear, antialiased, rounded to uint8): one resize for every format.
 
 Returned tensors: images uint8 ``(N, 3, H, W)``, labels int64 ``(N,)``.
+
+An image is refused (one line naming the file) when its header declares more than :data:`MAX_IMAGE_PIXELS`
+pixels, before it is decoded: a small compressed file cannot expand into a large allocation.
 """
 
 from __future__ import annotations
@@ -24,7 +27,10 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-__all__ = ["IMAGE_EXTENSIONS", "ImageFolderData", "load_image_folder"]
+__all__ = ["IMAGE_EXTENSIONS", "MAX_IMAGE_PIXELS", "ImageFolderData", "load_image_folder"]
+
+MAX_IMAGE_PIXELS = 4096 * 4096
+"""Most pixels an image file may declare (checked from its header, before decoding)."""
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
 """File extensions (lower case) decoded with Pillow; ``.npy`` is read with numpy."""
@@ -132,10 +138,29 @@ def _read_image(path: Path, size: int | None) -> torch.Tensor:
     return image.contiguous()
 
 
+class _TooLarge(ValueError):
+    """An image whose header declares more than MAX_IMAGE_PIXELS pixels."""
+
+
+def _check_pixels(path: Path, height: int, width: int) -> None:
+    if height * width > MAX_IMAGE_PIXELS:
+        raise _TooLarge(f"image file {str(path)!r} is {height}x{width} = {height * width:,} pixels, more than the "
+                         f"{MAX_IMAGE_PIXELS:,} allowed (MAX_IMAGE_PIXELS)")
+
+
 def _read_npy(path: Path) -> np.ndarray:
     try:
+        with path.open("rb") as fh:  # the header's shape, before any data is read
+            version = np.lib.format.read_magic(fh)
+            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0)
+            shape = read_header(fh)[0]
+        if len(shape) >= 2:
+            _check_pixels(path, int(shape[0]), int(shape[1]))
         array = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as exc:
+    except _TooLarge:
+        raise
+    except (OSError, EOFError, ValueError) as exc:
         raise ValueError(f"image file {str(path)!r} is not a readable .npy array: {exc}") from exc
     if array.dtype != np.uint8:
         raise ValueError(f"image file {str(path)!r}: .npy images must be uint8, got {array.dtype}")
@@ -154,8 +179,14 @@ def _read_with_pillow(path: Path) -> np.ndarray:
         raise ImportError(f"reading {str(path)!r} needs Pillow, an optional dependency: pip install pillow "
                           "(or store the images as uint8 .npy arrays)") from None
     try:
-        with Image.open(path) as img:
+        with Image.open(path) as img:  # reads the header only
+            _check_pixels(path, img.height, img.width)
             return np.array(img.convert("RGB"), dtype=np.uint8)  # (H, W, 3), a writable copy
+    except Image.DecompressionBombError:  # Pillow's own limit, above ours, trips at open
+        raise _TooLarge(f"image file {str(path)!r} declares more pixels than the {MAX_IMAGE_PIXELS:,} allowed "
+                        f"(MAX_IMAGE_PIXELS)") from None
+    except _TooLarge:
+        raise
     except (OSError, UnidentifiedImageError, ValueError) as exc:
         raise ValueError(f"image file {str(path)!r} cannot be decoded by Pillow: {exc}") from exc
 

@@ -73,6 +73,7 @@ import torch
 
 from ..config import SearchConfig
 from ..data.splits import PLANTED_TASK_SEED, load_splits
+from ..files import atomic_write
 from ..report import mean_std
 from ..search import run_search
 from ..search.methods import METHODS
@@ -308,9 +309,7 @@ def run_bench(out_dir: str | Path, *, tasks: Sequence[str] = TASKS, methods: Seq
                             print(_progress_line(r), flush=True)
     finally:
         torch.set_num_threads(threads)
-    with open(out / "results.jsonl", "w") as f:
-        for r in records:
-            f.write(json.dumps(r) + "\n")
+    atomic_write(out / "results.jsonl", "".join(json.dumps(r) + "\n" for r in records))
     meta = {"command": _command(out, tasks, algos, densities, seeds, epochs, quick, scaled, protocol),
             "wall_seconds": time.perf_counter() - start, "device": device, "quick": quick, "scaled": scaled,
             "protocol": protocol}
@@ -438,9 +437,7 @@ def _write_report(out: Path, records: list[dict[str, Any]], meta: dict[str, Any]
         lines += ["", "(plots skipped: matplotlib is not installed; `pip install matplotlib`)"]
     else:
         lines += ["", *[f"![{p.stem}]({p.name})" for p in plots]]
-    path = out / "bench.md"
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    return atomic_write(out / "bench.md", "\n".join(lines) + "\n")
 
 
 def _plots(out: Path, ok: list[dict[str, Any]]) -> list[Path] | None:

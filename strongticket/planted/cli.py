@@ -79,7 +79,11 @@ def _load_masks(path: str, p: Planted) -> tuple[list[np.ndarray], list[np.ndarra
         raise FileNotFoundError(f"masks file not found: {path}")
     if path.endswith(".safetensors"):
         return _ticket_masks(path, p), _ticket_bias_masks(path)
-    with np.load(path) as z:
+    from ..files import check_zip
+
+    weights = sum(int(np.asarray(m).size) + int(np.asarray(m).shape[0]) for m in p.masks)
+    check_zip(Path(path), 8 * weights + (1 << 20), ValueError, "masks file")  # at most 8 bytes per mask entry
+    with np.load(path, allow_pickle=False) as z:
         missing = [f"mask{i}" for i in range(len(p.masks)) if f"mask{i}" not in z]
         if missing:
             raise ValueError(f"masks file must hold mask0..mask{len(p.masks) - 1}, missing {', '.join(missing)}")
@@ -139,6 +143,31 @@ def _resolve(name: str, given: int | None, from_ticket: int | None, default: int
     return from_ticket
 
 
+MAX_PLANTED_WEIGHTS = 1 << 26
+"""Most weights a mother network may have (float64 planting: 8 bytes each, several copies)."""
+
+
+def _check_size(task: str, depth: Any, width: Any, ticket: str | None) -> None:
+    """Before anything is planted: sizes within :data:`MAX_PLANTED_WEIGHTS`, and a ticket's config (which chose
+    depth and width) must describe the masks it stores."""
+    from .tasks import task_dims
+
+    for name, value in (("depth", depth), ("width", width)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    d_in, d_out = task_dims(task)
+    dims = [d_in, *[width] * (depth - 2), d_out]
+    shapes = [(dims[k + 1], dims[k]) for k in range(len(dims) - 1)]
+    weights = sum(a * b for a, b in shapes)
+    if ticket is not None:
+        from ..ticket import check_ticket_shapes, read_ticket
+
+        check_ticket_shapes(read_ticket(ticket), shapes)
+    if weights > MAX_PLANTED_WEIGHTS:
+        raise ValueError(f"a planted network of depth {depth} and width {width} has {weights:,} weights, more than "
+                         f"the {MAX_PLANTED_WEIGHTS:,} allowed (MAX_PLANTED_WEIGHTS)")
+
+
 def plant_report(task: str, depth: int | None = None, width: int | None = None, seed: int | None = None, *,
                  quick: bool = False, masks_path: str | None = None, density: float | str | None = None,
                  scope: str | None = None, bias_density: float | None = None) -> dict[str, Any]:
@@ -152,6 +181,7 @@ def plant_report(task: str, depth: int | None = None, width: int | None = None, 
     depth = _resolve("depth", depth, None if cfg is None else len(widths) + 2, 5, masks_path)
     width = _resolve("width", width, None if cfg is None else widths[0], 100, masks_path)
     seed = _resolve("seed", seed, None if cfg is None else cfg.get("seed"), 0, masks_path)
+    _check_size(task, depth, width, masks_path if cfg is not None else None)
     p = plant_task(task, depth, width, seed)
     data = make_task(task, seed=seed, n=2_000 if quick else 10_000)
     model = planted_model(p)

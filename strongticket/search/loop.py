@@ -17,9 +17,12 @@ identity head (no softmax), the loss is ``F.mse_loss``, and the keys ``train_mse
 replace ``train_acc`` / ``val_acc`` / ``test_acc``; the epoch with the lowest validation MSE is selected.
 
 A run folder holds ``config.json`` (resolved), ``metrics.jsonl`` (one line per epoch, append-only),
-``checkpoint.pt`` (written atomically after every epoch), ``ticket.safetensors``, ``summary.json`` and
-``report.md``. Running the same config again resumes from the checkpoint and ends with the same mask, bit for
-bit, as an uninterrupted run; a finished run is reported again without recomputation. Every epoch logs
+``checkpoint.pt`` (written atomically after every epoch, with the SHA-256 of its payload), ``ticket.safetensors``,
+``summary.json`` and ``report.md``, every file written atomically. Running the same config again resumes from the
+checkpoint and ends with the same mask, bit for bit, as an uninterrupted run; a finished run is reported again
+without recomputation if its ticket verifies (else the ticket is rebuilt from the checkpoint). A search holds the
+folder's lock (``.lock``) while it runs: a second one on the same folder is refused. A damaged checkpoint, or a log of
+epochs without the checkpoint they came from, is refused with one line naming the file. Every epoch logs
 ``mask_sha256``, the SHA-256 of all masks, so two runs can be compared epoch by epoch.
 
 Under torchrun (``torchrun --nproc_per_node=N -m strongticket search ...``; see :mod:`strongticket.distributed`)
@@ -39,7 +42,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import time
 import warnings
 from collections.abc import Callable
@@ -55,15 +57,16 @@ from ..backend import backend_name, resolve_device
 from ..config import SearchConfig, model_label
 from ..data.splits import Split, Splits, batches, load_splits
 from ..evaluate import better, evaluate, metric_key
-from ..models import model_from_config
+from ..files import FileCheckError, RunLock, atomic_write, check_zip, read_json, tree_sha256
+from ..models import check_param_budget, model_from_config
 from ..nn import MaskedLayer, masked_layers, other_state, trainable_state
 from ..optim import ScoreSGD
-from ..ticket import save_ticket, weights_sha256
+from ..ticket import TicketError, read_ticket, save_ticket, weights_sha256
 from . import methods
 
 __all__ = ["run_search", "run_dir", "lr_factor"]
 
-_CHECKPOINT_VERSION = 1
+_CHECKPOINT_VERSION = 2  # 2: the payload carries its own SHA-256
 
 
 def run_dir(cfg: SearchConfig) -> Path:
@@ -82,23 +85,103 @@ def _layer_stats(layers: list[MaskedLayer]) -> dict[str, Any]:
 
 
 def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    state = {**state, "sha256": tree_sha256(state)}
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
+
+
+def _load_checkpoint(path: Path, cfg: SearchConfig) -> dict[str, Any]:
+    """The checkpoint at ``path``, read with ``weights_only=True`` and checked against its SHA-256 and ``cfg``."""
+    remove = "remove it to restart the run from epoch 1"
+    try:
+        check_zip(path, 2 * path.stat().st_size + (1 << 20))  # torch.save stores, never deflates
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileCheckError as e:
+        raise FileCheckError(f"{path}: damaged checkpoint ({str(e).split(': ', 1)[-1]}); {remove}") from None
+    except Exception as e:  # noqa: BLE001 - whatever the loader trips on, the file is damaged
+        first = (str(e).splitlines() or [type(e).__name__])[0][:160]
+        raise FileCheckError(f"{path}: damaged checkpoint ({type(e).__name__}: {first}); {remove}") from None
+    if not isinstance(state, dict) or state.get("version") != _CHECKPOINT_VERSION:
+        found = state.get("version") if isinstance(state, dict) else None
+        raise FileCheckError(f"{path}: checkpoint version {found!r} is not {_CHECKPOINT_VERSION}, the one this version "
+                             f"writes; {remove}")
+    try:
+        intact = state.get("sha256") == tree_sha256({k: v for k, v in state.items() if k != "sha256"})
+    except TypeError:
+        intact = False
+    if not intact:
+        raise FileCheckError(f"{path}: damaged checkpoint (payload does not match its SHA-256); {remove}")
+    if state.get("digest") != cfg.digest():
+        raise FileCheckError(f"{path}: checkpoint belongs to another config (digest {state.get('digest')!r} != "
+                             f"{cfg.digest()}); {remove}")
+    return state
 
 
 def _prepare_folder(folder: Path, cfg: SearchConfig) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
     cfg_path = folder / "config.json"
     if cfg_path.exists():
         try:
-            old = SearchConfig.from_dict(json.loads(cfg_path.read_text()))
-        except (ValueError, json.JSONDecodeError) as e:
+            old = SearchConfig.from_dict(read_json(cfg_path, "config.json"))
+        except ValueError as e:
             raise ValueError(f"out folder {str(folder)!r} holds an unreadable config.json ({e})") from None
         if old.digest() != cfg.digest():
             raise ValueError(f"out folder {str(folder)!r} holds a run of another config (digest {old.digest()} "
                              f"!= {cfg.digest()}); choose another --out")
-    cfg_path.write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+    text = json.dumps(cfg.to_dict(), indent=2) + "\n"
+    if not cfg_path.exists() or cfg_path.read_text() != text:
+        atomic_write(cfg_path, text)
+
+
+def _finished_summary(folder: Path, cfg: SearchConfig, can_rebuild: bool) -> dict[str, Any] | None:
+    """The summary of a finished run whose ticket verifies (``summary.json`` rewritten from the ticket when it is
+    damaged), or None when the ticket must be rebuilt from the checkpoint (``can_rebuild``; else one line)."""
+    ticket_path = folder / "ticket.safetensors"
+    try:
+        ticket = read_ticket(ticket_path)
+        try:
+            same = SearchConfig.from_dict({**ticket.config, "out": None, "data_root": None}).digest() == cfg.digest()
+        except (ValueError, TypeError):
+            same = False
+        if not same:
+            raise TicketError(f"{ticket_path}: the ticket belongs to another config")
+    except TicketError as e:
+        if not can_rebuild:
+            raise FileCheckError(f"{e}; there is no checkpoint.pt to rebuild it from: remove the run folder to "
+                                 f"search again") from None
+        warnings.warn(f"{e}; rebuilding the ticket from checkpoint.pt", RuntimeWarning, stacklevel=3)
+        return None
+    summary_path = folder / "summary.json"
+    try:
+        if json.dumps(read_json(summary_path, "summary.json"), sort_keys=True) == json.dumps(ticket.summary,
+                                                                                            sort_keys=True):
+            return ticket.summary  # (compared as text: a NaN metric equals itself)
+    except FileCheckError:
+        pass
+    warnings.warn(f"{summary_path}: damaged or edited; rewritten from the ticket's summary", RuntimeWarning,
+                  stacklevel=3)
+    atomic_write(summary_path, json.dumps(ticket.summary, indent=2) + "\n")
+    return ticket.summary
+
+
+def _check_no_orphan_log(path: Path) -> None:
+    """A run with no checkpoint starts at epoch 1: refuse a log of trained epochs (the checkpoint was deleted)."""
+    if not path.exists():
+        return
+    epochs = [r.get("epoch") for r in _log_records(path)]
+    if any(isinstance(e, int) and e >= 1 for e in epochs):
+        raise FileCheckError(f"{path}: logs {len(epochs)} epochs but checkpoint.pt is missing (deleted?), so the run "
+                             f"cannot resume; remove metrics.jsonl (or the folder) to start it again")
+
+
+def _log_records(path: Path) -> list[dict[str, Any]]:
+    records = []
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+        except (json.JSONDecodeError, RecursionError):
+            continue  # a torn line
+        if isinstance(record, dict):
+            records.append(record)
+    return records
 
 
 def run_search(
@@ -108,6 +191,15 @@ def run_search(
     progress: bool | None = None,
 ) -> dict[str, Any]:
     """Run (or resume, or re-report) the search described by ``cfg``; returns the summary (on every rank)."""
+    lock = RunLock(run_dir(cfg))
+    try:
+        return _run_search(cfg, lock, on_epoch, progress)
+    finally:
+        lock.release()
+
+
+def _run_search(cfg: SearchConfig, lock: RunLock, on_epoch: Callable[[dict[str, Any]], None] | None,
+                progress: bool | None) -> dict[str, Any]:
     folder = run_dir(cfg)
     summary_path = folder / "summary.json"
     ckpt_path = folder / "checkpoint.pt"
@@ -118,14 +210,19 @@ def run_search(
                          f"got {cfg.batch_size}")
 
     def read_folder() -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        if folder.exists() and not folder.is_dir():
+            raise FileCheckError(f"{folder}: the run folder (--out) is a file; choose another path")
+        folder.mkdir(parents=True, exist_ok=True)
+        lock.acquire()  # held until run_search returns: one search writes a folder at a time
         _prepare_folder(folder, cfg)
-        if summary_path.exists():  # finished: report again, recompute nothing
-            return json.loads(summary_path.read_text()), None
+        if summary_path.exists():  # finished: report again if the ticket verifies, recompute nothing
+            finished = _finished_summary(folder, cfg, can_rebuild=ckpt_path.exists())
+            if finished is not None:
+                return finished, None
         if not ckpt_path.exists():
+            _check_no_orphan_log(folder / "metrics.jsonl")
             return None, None
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-        if state.get("version") != _CHECKPOINT_VERSION or state.get("digest") != cfg.digest():
-            raise ValueError(f"{ckpt_path}: checkpoint belongs to another config or version; remove it to restart")
+        state = _load_checkpoint(ckpt_path, cfg)
         _catch_up_metrics(folder / "metrics.jsonl", state["history"])
         return None, state
 
@@ -136,6 +233,7 @@ def run_search(
     backend = backend_name(device)
 
     splits: Splits = load_splits(cfg.data, val_fraction=cfg.val_fraction, root=cfg.data_root)
+    check_param_budget(cfg, splits.input_shape, splits.num_classes, cfg.max_params)
     task, m = splits.task, metric_key(splits.task)
     if task == "regression" and cfg.algo in ("snip", "grasp"):
         raise ValueError(f"algo {cfg.algo} scores with a cross-entropy saliency and needs classification data, "
@@ -255,8 +353,7 @@ def run_search(
                 "schedule": schedule.state_dict(), "history": history, "best": best, "last_masks": masks_now,
                 "seconds": elapsed, "method": method.state_dict(),
             })
-            with open(folder / "metrics.jsonl", "a") as fh:
-                fh.write(json.dumps(record) + "\n")
+            _append_line(folder / "metrics.jsonl", json.dumps(record))
         if writer is not None:
             for key in ("train_loss", f"train_{m}", "val_loss", f"val_{m}", "lr", "flip_rate", "density"):
                 writer.add_scalar(key, record[key], epoch + 1)
@@ -318,8 +415,8 @@ def _finish(cfg: SearchConfig, method: methods.Method, model: torch.nn.Module, l
         **facts,
     }
     save_ticket(folder / "ticket.safetensors", model, cfg.to_dict(), summary, save_scores=cfg.save_scores)
-    (folder / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    (folder / "report.md").write_text(_report(cfg, summary, history))
+    atomic_write(folder / "report.md", _report(cfg, summary, history))
+    atomic_write(folder / "summary.json", json.dumps(summary, indent=2) + "\n")  # last: it marks the run finished
     return summary
 
 
@@ -333,7 +430,7 @@ def _finish_untrained(cfg: SearchConfig, method: methods.Method, model: torch.nn
     record = {"epoch": 0, "val_loss": val_loss, f"val_{m}": val_metric, "rounds": cfg.rounds,
               "mask_sha256": distributed.tensors_sha256(masks_now), **_layer_stats(layers),
               "seconds": facts["seconds"]}
-    (folder / "metrics.jsonl").write_text(json.dumps(record) + "\n")
+    atomic_write(folder / "metrics.jsonl", json.dumps(record) + "\n")
     best = {f"val_{m}": val_metric, "epoch": 0, "masks": masks_now, "bias_masks": [lay.bias_mask for lay in layers],
             "other": other_state(model), "scores": None}
     return _finish(cfg, method, model, layers, [], best, [], test, folder,
@@ -419,13 +516,19 @@ def _tensorboard(folder: Path) -> Any:
 
 
 def _catch_up_metrics(path: Path, history: list[dict[str, Any]]) -> None:
-    """Append the epochs the checkpoint holds but a kill kept out of ``metrics.jsonl``."""
-    logged = 0
-    if path.exists():
-        logged = sum(1 for line in path.read_text().splitlines() if line.strip())
-    with open(path, "a") as fh:
-        for record in history[logged:]:
-            fh.write(json.dumps(record) + "\n")
+    """Make ``metrics.jsonl`` the checkpoint's history, line for line: the epochs a kill kept out are added, a torn
+    last line is dropped (the checkpoint holds every record the log should)."""
+    text = "".join(json.dumps(record) + "\n" for record in history)
+    if not path.exists() or path.read_text(errors="replace") != text:
+        atomic_write(path, text)
+
+
+def _append_line(path: Path, line: str) -> None:
+    try:
+        with open(path, "a") as fh:
+            fh.write(line + "\n")
+    except OSError as e:
+        raise OSError(e.errno, f"cannot write {path}: {e.strerror or e}") from None
 
 
 def _report(cfg: SearchConfig, summary: dict[str, Any], history: list[dict[str, Any]]) -> str:

@@ -58,6 +58,17 @@ def _block(text: str, name: str, dims: list[int], eps: float, delta: float) -> l
     return block * (len(dims) - 1) if len(block) == 1 else block
 
 
+def _check_params(name: str, dims: list[int], block: list[int], max_params: int) -> None:
+    """The random net of ``name`` at ``block`` must have at most ``max_params`` weights: checked before it is drawn."""
+    from .widths import random_net_widths
+
+    widths = random_net_widths(name, dims, block)
+    params = sum(a * b for a, b in zip(widths, widths[1:]))
+    if params > max_params:
+        raise ValueError(f"the {name} random net for target {dims} at block {block} has {params:,} weights, more than "
+                         f"max_params {max_params:,} (--max-params)")
+
+
 def _verify(ns: argparse.Namespace) -> int:
     from .constructions import construct
     from .targets import random_target
@@ -71,6 +82,7 @@ def _verify(ns: argparse.Namespace) -> int:
     _int_in(ns.seed, "seed", 0, 2**32 - 1 - draws)
     _int_in(ns.target_seed, "target_seed", 0, 2**32 - 1 - draws)
     block = _block(ns.block, ns.construction, dims, eps, delta)
+    _check_params(ns.construction, dims, block, ns.max_params)
     kwargs: dict[str, Any] = {}
     if ns.construction == "burkholz":
         block = block[0]
@@ -150,6 +162,7 @@ def _fmt(v: float) -> str:
 
 
 def _sweep(ns: argparse.Namespace) -> int:
+    from ..files import atomic_write
     from .sweep import DEFAULT_BLOCKS, plot_sweep, run_sweep, summary_table, write_csv
 
     dims = _int_list(ns.target_widths, "target_widths")
@@ -161,6 +174,7 @@ def _sweep(ns: argparse.Namespace) -> int:
     for name in names:
         if name not in DEFAULT_BLOCKS:
             raise ValueError(f"constructions must be a comma-separated subset of {list(DEFAULT_BLOCKS)}, got {name!r}")
+        _check_params(name, dims, [max(DEFAULT_BLOCKS[name])] * (len(dims) - 1), ns.max_params)
     out = Path(ns.out)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -172,7 +186,7 @@ def _sweep(ns: argparse.Namespace) -> int:
                      progress=None if ns.quiet else progress)
     write_csv(out / "sweep.csv", rows)
     table = summary_table(rows)
-    (out / "sweep.md").write_text(table + "\n")
+    atomic_write(out / "sweep.md", table + "\n")
     print(table)
     print(f"csv: {out / 'sweep.csv'}  table: {out / 'sweep.md'}")
     try:
@@ -185,6 +199,11 @@ def _sweep(ns: argparse.Namespace) -> int:
 def _common(p: argparse.ArgumentParser, eps: float = 0.01) -> None:
     p.add_argument("--target-widths", default="5,10,1", help="target widths d0,...,dl (default: 5,10,1)")
     p.add_argument("--eps", type=float, default=eps, help=f"sup-error tolerance on the unit ball (default: {eps})")
+
+
+def _max_params(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--max-params", type=int, default=1 << 28,
+                   help="refuse a random net with more weights than this, before it is drawn (default: 2**28)")
 
 
 def add_theory_parser(subparsers: Any) -> None:
@@ -210,6 +229,7 @@ def add_theory_parser(subparsers: Any) -> None:
     ver.add_argument("--steps", type=int, default=150, help="projected gradient ascent steps (default: 150)")
     ver.add_argument("--ticket", default=None, help="save draw 0 as a ticket at this path")
     ver.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    _max_params(ver)
     ver.set_defaults(run=_verify)
 
     wid = sub.add_parser("width", help="paper width formulas and calibrated block sizes")
@@ -228,4 +248,5 @@ def add_theory_parser(subparsers: Any) -> None:
     swp.add_argument("--steps", type=int, default=60, help="ascent steps per run (default: 60)")
     swp.add_argument("--out", default="runs/theory-sweep", help="output folder (default: runs/theory-sweep)")
     swp.add_argument("--quiet", action="store_true", help="no per-run lines")
+    _max_params(swp)
     swp.set_defaults(run=_sweep)

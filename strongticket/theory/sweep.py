@@ -11,12 +11,14 @@ not a dependency).
 from __future__ import annotations
 
 import csv
+import io
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..files import atomic_write
 from .constructions import construct
 from .targets import check_dims, random_target
 from .verify import clopper_pearson, verify_construction
@@ -59,12 +61,11 @@ def run_sweep(dims: Sequence[int], eps: float, draws: int, blocks: dict[str, Seq
 
 
 def write_csv(path: str | Path, rows: list[dict[str, Any]]) -> Path:
-    path = Path(path)
-    with path.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=CSV_FIELDS)
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=CSV_FIELDS)
+    writer.writeheader()
+    writer.writerows(rows)
+    return atomic_write(Path(path), text.getvalue())
 
 
 def read_csv(path: str | Path) -> list[dict[str, Any]]:

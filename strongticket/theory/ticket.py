@@ -10,14 +10,15 @@ rebuilt pruned net against the target (sphere samples + projected gradient ascen
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from torch import nn
 
-from ..ticket import Ticket, TicketError, read_ticket
-from .constructions import Construction, build_model
+from ..ticket import Ticket, TicketError, check_ticket_shapes, read_ticket
+from .constructions import CONSTRUCTIONS, Construction, build_model
 from .targets import Target, random_target, target_sha256
 
 __all__ = ["MAX_STORED_TARGET", "ticket_config", "save_theory_ticket", "load_theory_ticket", "evaluate_theory_ticket"]
@@ -73,9 +74,10 @@ def _init_ranges(config: dict[str, Any], layers: int, path: Path) -> list[tuple[
     return out
 
 
-def _model_from_config(config: dict[str, Any], path: Path) -> nn.Sequential:
+def _model_from_config(ticket: Ticket) -> nn.Sequential:
     from .constructions import _masked_linear
 
+    config, path = ticket.config, ticket.path
     try:
         widths, seed = [int(w) for w in config["widths"]], int(config["seed"])
     except (KeyError, TypeError, ValueError):
@@ -84,6 +86,7 @@ def _model_from_config(config: dict[str, Any], path: Path) -> nn.Sequential:
         raise TicketError(f"{path}: corrupted ticket (theory tickets use init 'uniform' or 'hyperbolic' and >= 2 "
                           f"widths)")
     ranges = _init_ranges(config, len(widths) - 1, path)
+    check_ticket_shapes(ticket, [(widths[k + 1], widths[k]) for k in range(len(widths) - 1)])
     layers: list[nn.Module] = []
     for k in range(len(widths) - 1):
         layers.append(_masked_linear(widths[k], widths[k + 1], seed, k, ranges[k]))
@@ -94,11 +97,21 @@ def _model_from_config(config: dict[str, Any], path: Path) -> nn.Sequential:
 
 def _stored_target(ticket: Ticket) -> Target | None:
     spec = ticket.config.get("target") or {}
+    if not isinstance(spec, dict):
+        raise TicketError(f"{ticket.path}: corrupted ticket (config target must be an object)")
     target = None
-    if "target_weights" in ticket.summary:
-        target = [np.asarray(w, dtype=np.float64) for w in ticket.summary["target_weights"]]
-    elif spec.get("source") == "random" and "seed" in spec:
-        target = random_target(spec["widths"], int(spec["seed"]), float(spec.get("spectral_norm", 1.0)))
+    try:
+        if "target_weights" in ticket.summary:
+            target = [np.asarray(w, dtype=np.float64) for w in ticket.summary["target_weights"]]
+        elif spec.get("source") == "random" and "seed" in spec:
+            dims = [int(d) for d in spec["widths"]]
+            # a construction is larger than its target: a target as large as the ticket's net is an edited file
+            random_weights = sum(math.prod(lay["shape"]) for lay in ticket.layers)
+            if len(dims) < 2 or min(dims) < 1 or sum(a * b for a, b in zip(dims, dims[1:])) > random_weights:
+                raise ValueError(f"target widths {dims[:8]} do not fit a net of {random_weights:,} weights")
+            target = random_target(dims, int(spec["seed"]), float(spec.get("spectral_norm", 1.0)))
+    except (TypeError, ValueError, KeyError) as e:
+        raise TicketError(f"{ticket.path}: corrupted ticket (target: {str(e).splitlines()[0][:160]})") from None
     if target is not None and spec.get("sha256") and target_sha256(target) != spec["sha256"]:
         raise TicketError(f"{ticket.path}: the stored target does not match its SHA-256")
     return target
@@ -109,7 +122,10 @@ def load_theory_ticket(path: str | Path) -> tuple[nn.Sequential, Ticket, Target 
     ticket = read_ticket(path)
     if ticket.config.get("kind") != "theory":
         raise TicketError(f"{path}: not a theory ticket (config kind {ticket.config.get('kind')!r})")
-    model = _model_from_config(ticket.config, Path(path))
+    if ticket.config.get("construction") not in CONSTRUCTIONS:
+        raise TicketError(f"{path}: corrupted ticket (construction must be one of {', '.join(sorted(CONSTRUCTIONS))}, "
+                          f"got {str(ticket.config.get('construction'))[:40]!r})")
+    model = _model_from_config(ticket)
     ticket.apply(model)
     return model, ticket, _stored_target(ticket)
 
