@@ -6,8 +6,9 @@ with the methods' hooks (:mod:`strongticket.search.methods`) where they differ. 
 SGD with momentum and a learning-rate schedule (``lr_schedule``: ours is a cosine per optimizer step down to 0; the
 originals set ½(1 + cos(πe/E))·lr once per epoch e = 0..E−1, ``cosine-epoch``; or ``constant``), optional weight
 decay on the scores. On the
-Triton backend, in one process, the scores' SGD step runs inside the backward pass (``optim.ScoreSGD``, same
-checkpoints as ``torch.optim.SGD``); the summary's ``optimizer`` says which ran (``fused-sgd`` or ``sgd``).
+Triton backend and in the CPU's linear layers, outside DDP, the scores' SGD step runs inside the backward pass
+(``optim.ScoreSGD``, same checkpoints and bits as ``torch.optim.SGD``); the summary's ``optimizer`` says which
+ran (``fused-sgd`` or ``sgd``).
 The epoch with the best validation accuracy (a split carved from the training data; ties go to the later epoch) is
 selected, or the last one (``select_epoch="last"``, where the originals report their last epoch); the test split is
 evaluated once, at the end, on the selected masks (as the method scores a split: supermask's ``eval_samples``).
@@ -258,10 +259,10 @@ def _run_search(cfg: SearchConfig, lock: RunLock, on_epoch: Callable[[dict[str, 
     groups = [{"params": scored, "weight_decay": method.score_weight_decay()}]
     if others:
         groups.append({"params": others, "weight_decay": 0.0})
-    # Triton backend, one process, a method without its own use of the gradients: the scores' SGD step runs in
-    # the backward pass (optim.ScoreSGD, same state_dict as torch.optim.SGD); under DDP the gradients must be
-    # all-reduced first
-    fused = world == 1 and method.fused_optimizer
+    # No DDP wrapper (which hands the gradients to its reducer, even alone), a method without its own use of the
+    # gradients: the scores' SGD step runs in the backward pass (optim.ScoreSGD, same state_dict as
+    # torch.optim.SGD), in the Triton kernels or in the CPU's premasked linear
+    fused = train_model is model and method.fused_optimizer
     optimizer = (ScoreSGD if fused else torch.optim.SGD)(groups, lr=cfg.lr, momentum=cfg.momentum)
     steps_per_epoch = -(-len(train) // cfg.batch_size)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(cfg.lr_schedule, steps_per_epoch, cfg.epochs))
