@@ -3,8 +3,10 @@
     strongticket bench topk [--sizes 20,22] [--densities 0.5,0.05] [--repeats 7] [--csv out.csv]
 
 Baseline ("sort"): allenai/hidden-networks' ``GetSubnet`` — sort all |S|, zero the lowest ⌊(1−d)·n⌋ and set the
-rest to one with two scatters, every forward. Ours ("radix select"): ``strongticket.masks.topk_mask`` —
-11-bit histogram of the |S| bit patterns, exact order statistic inside the boundary bin, index tie-break.
+rest to one with two scatters, every forward. Ours ("select"): ``strongticket.masks.topk_mask`` — on the CPU
+numpy's introselect over the |S| bit patterns (elsewhere an 11-bit radix histogram and the exact order statistic
+inside the boundary bin), index tie-break. (A search step selects with ``masks.WindowTopK`` instead: see
+``strongticket bench cpu``.)
 Both are timed side by side in one run (median of ``--repeats`` after one warm-up); the masks are compared
 bit for bit against the definition (stable descending sort, ties by index). The table is printed last.
 """
@@ -81,7 +83,7 @@ def main(argv: list[str] | None = None) -> None:
             writer.writerows(rows)
     print(f"CPU threshold selection, torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"median of {args.repeats}")
-    header = "| n | density | kept | sort ms | radix select ms | speedup | identical mask | original's mask differs |"
+    header = "| n | density | kept | sort ms | select ms | speedup | identical mask | original's mask differs |"
     print(header)
     print("|---" * (header.count("|") - 1) + "|")
     for r in rows:
