@@ -231,8 +231,7 @@ class WindowTopK:
             self._offsets = np.cumsum((0, *numels[:-1]), dtype=np.int64)
             self._compiled = _cpu.WindowSelect(numels) if _cpu.usable(*flats, same_size=False) else None
             self._bits = self._compiled.bits if self._compiled is not None else np.empty(n, dtype=np.int32)
-            self._work = np.empty(0 if self._compiled is not None else n, dtype=np.int32)
-            self._flags = np.empty(0 if self._compiled is not None else n, dtype=bool)
+            self._work, self._flags = np.empty(0, dtype=np.int32), np.empty(0, dtype=bool)  # numpy route: on use
         self.changed, found = None, None
         if self._span and self._compiled is not None and _cpu.usable(*flats, same_size=False):
             lo, hi = self._window()
@@ -285,6 +284,8 @@ class WindowTopK:
     def _in_window(self, k: int) -> tuple[int, int] | None:
         """The numpy route (no compiled loops): window membership by two integer passes, no change list."""
         bits = self._bits
+        if self._work.size != bits.size:
+            self._work, self._flags = np.empty(bits.size, dtype=np.int32), np.empty(bits.size, dtype=bool)
         lo, hi = self._window()
         shifted = np.subtract(bits, np.int32(lo), out=self._work)  # no overflow: bits and lo in [0, 2^31)
         where = np.flatnonzero(np.less(shifted.view(np.uint32), np.uint32(hi - lo), out=self._flags))

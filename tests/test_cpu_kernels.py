@@ -178,3 +178,12 @@ def test_search_steps_are_bit_identical_to_the_reference(route, scope, bias, wei
     with torch.no_grad():  # evaluation reuses the cached W ⊙ M: same logits as the reference
         x = torch.randn(5, 1, 8, 8, generator=g)
         assert torch.equal(model(x), _reference_forward(ref, x, scope))
+
+
+@needs_cc
+def test_window_selection_survives_the_compiled_loops_being_switched_off(monkeypatch):
+    window, k = masks.WindowTopK(), 300
+    for step, scores in enumerate(_walk((700, 300), k, 8, 0.003, seed=5)):
+        if step == 4:
+            monkeypatch.setenv("STRONGTICKET_CPU_KERNELS", "0")
+        assert torch.equal(window.thresholds(scores, k), ops._topk_thresholds_ref(scores, [k], [0, 0]))
