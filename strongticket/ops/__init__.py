@@ -36,7 +36,7 @@ another (tf32x3, tf32, ieee). Tile sizes are always the kernels' choice.
 from __future__ import annotations
 
 from ._common import _kernels, _use_triton, pack_bits, thresholds_mask_ref, unpack_bits
-from .conv import masked_conv2d, masked_conv2d_sgd, masked_weight, score_grad, score_grad_sgd
+from .conv import masked_conv2d, masked_conv2d_sgd, masked_weight, score_grad, score_grad_sgd, score_sgd_eager
 from .linear import (
     masked_linear,
     masked_linear_dscores,
@@ -79,6 +79,7 @@ __all__ = [
     "masked_weight",
     "score_grad",
     "score_grad_sgd",
+    "score_sgd_eager",
     "topk_thresholds",
     "threshold_mask",
     "threshold_masked_weight",
