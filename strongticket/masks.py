@@ -232,18 +232,10 @@ class WindowTopK:
             self._compiled = _cpu.WindowSelect(numels) if _cpu.usable(*flats, same_size=False) else None
             self._bits = self._compiled.bits if self._compiled is not None else np.empty(n, dtype=np.int32)
             self._work, self._flags = np.empty(0, dtype=np.int32), np.empty(0, dtype=bool)  # numpy route: on use
-        self.changed, found = None, None
-        if self._span and self._compiled is not None and _cpu.usable(*flats, same_size=False):
-            lo, hi = self._window()
-            found = self._compiled(flats, lo, hi, k, KEEP_ALL_TIES)
-            flagged = self._compiled.flagged[:int(self._compiled.out[2])]
-            if found is not None:
-                self._adapt(found[0], flagged.size)
-                self.changed = flagged
-        else:
-            self._fill_bits(flats)
-            if self._span:
-                found = self._in_window(k)
+        self.changed, found = None, None  # the compiled pass runs in _fast; here the numpy route (no change list)
+        self._fill_bits(flats)
+        if self._span:
+            found = self._in_window(k)
         if found is None:
             self._span *= 4
             found = self._full(k)

@@ -543,22 +543,18 @@ class MaskedLinear(MaskedLayer):
                                      scale, torch.float32)
         masked, bias = self._premasked_weight(x.dtype), self.effective_bias()
         step = None
-        if self.scores.requires_grad and torch.is_grad_enabled() and self.fixed_mask is None:
-            step = optim.fused_step(self.scores)  # the torch backend's premasked linear fuses the step too
-        if step is None:
-            return ops.premasked_linear(x, masked, self.current_weight, self.scores, bias)
-        if x.dtype is torch.float32 and not torch.distributed.is_initialized():
+        if (self.scores.requires_grad and torch.is_grad_enabled() and self.fixed_mask is None
+                and x.dtype is torch.float32 and not torch.distributed.is_initialized()):
+            step = optim.fused_step(self.scores)
+        if step is not None:
             return self._native_fused(x, masked, bias, step)
-        y = ops.premasked_linear(x, masked, self.current_weight, self.scores, bias,
-                                 (step.momentum_buffer, step.lr, step.momentum, step.weight_decay))
-        y.grad_fn.register_prehook(step.guard)
-        return y
+        return ops.premasked_linear(x, masked, self.current_weight, self.scores, bias)
 
     def _native_fused(self, x: Tensor, masked: Tensor, bias: Tensor | None, step: optim.FusedStep) -> Tensor:
         """y = F.linear(x, W ⊙ M) through torch's own autograd, the scores' SGD step in a hook on W ⊙ M.
 
-        ``ops.premasked_linear`` with a step is a Python ``autograd.Function``; on the CPU its node costs ~0.3 ms
-        a layer and step more than torch's native linear (LeNet-300-100, batch 64: a third of the step). Here the
+        ``ops.premasked_linear`` is a Python ``autograd.Function``; on the CPU its node costs ~0.3 ms a layer and
+        step more than torch's native linear (LeNet-300-100, batch 64: a third of the step). Here the
         cached W ⊙ M is a leaf that requires grad: torch's linear backward computes dx and G = dyᵀx, and the hook
         after G accumulates runs ``ops.score_sgd_eager`` (the same bits) and drops G. Only where the scores take
         the fused step (``optim.ScoreSGD``, no DDP: the scores are not in this graph, so nothing else may want

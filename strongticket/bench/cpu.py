@@ -17,6 +17,7 @@ the time of our step goes: selection and W ⊙ M, forward, backward (with the SG
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -105,21 +106,13 @@ def _compare(widths: tuple[int, ...], batch: int, steps: int, warmup: int) -> di
         x, y = data[i % len(data)]
         for name in PROVIDERS:
             model, opt = models[name]
-            with _NumpyRoute() if name == "ours-numpy" else _nothing():
+            with _NumpyRoute() if name == "ours-numpy" else contextlib.nullcontext():
                 t0 = time.perf_counter()
                 _step(model, opt, x, y)
                 elapsed = time.perf_counter() - t0
             if i >= warmup:
                 times[name].append(elapsed * 1e3)
     return {name: statistics.median(ts) for name, ts in times.items()}
-
-
-class _nothing:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 def _phases(widths: tuple[int, ...], batch: int, steps: int, warmup: int) -> dict[str, float]:

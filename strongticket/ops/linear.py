@@ -38,7 +38,7 @@ from ._common import (
     thresholds_mask_ref,
     unpack_bits,
 )
-from .conv import masked_weight, score_grad, score_grad_sgd, score_sgd_eager  # the materialize path's elementwise ops
+from .conv import masked_weight, score_grad, score_grad_sgd  # the elementwise ops of the materialize path
 
 __all__ = [
     "masked_linear",
@@ -262,14 +262,14 @@ def _(dy, x, weight, scores, momentum_buffer, lr, momentum, weight_decay):
 
 class _PremaskedLinear(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, masked_weight, weight, scores, bias, step):
-        ctx.save_for_backward(x, masked_weight, weight, scores, None if step is None else step[0])
-        ctx.has_bias, ctx.sgd = bias is not None, None if step is None else step[1:]
+    def forward(ctx, x, masked_weight, weight, scores, bias):
+        ctx.save_for_backward(x, masked_weight, weight, scores)
+        ctx.has_bias = bias is not None
         return F.linear(x, masked_weight, None if bias is None else bias.to(x.dtype))
 
     @staticmethod
     def backward(ctx, dy):
-        x, masked_weight, weight, scores, momentum_buffer = ctx.saved_tensors
+        x, masked_weight, weight, scores = ctx.saved_tensors
         dx = dscores = dbias = None
         if ctx.needs_input_grad[0]:
             dx = dy @ masked_weight.to(dy.dtype)
@@ -278,29 +278,21 @@ class _PremaskedLinear(torch.autograd.Function):
             dbias = dy2.sum(0)
         if ctx.needs_input_grad[3]:
             g = dy2.t().to(scores.dtype) @ x.reshape(-1, x.shape[-1]).to(scores.dtype)  # G = dyᵀx
-            if ctx.sgd is not None:  # the scores' SGD step here, after dx (which never reads S): no dS, no .grad
-                score_sgd_eager(g, weight, scores, momentum_buffer, *ctx.sgd)
-                for t in (scores, momentum_buffer):
-                    if t is not None:
-                        torch.autograd.graph.increment_version(t)
-            elif _cpu.usable(g, weight, scores):
+            if _cpu.usable(g, weight, scores):
                 dscores = _cpu.score_grad(g, weight, scores, out=g)
             else:  # (dyᵀx) ⊙ W ⊙ sign(S) in _dscores_ref's order, in place on the fresh product
                 dscores = g.mul_(weight.to(scores.dtype)).mul_(torch.sign(scores))
-        return dx, None, None, dscores, dbias, None
+        return dx, None, None, dscores, dbias
 
 
-def premasked_linear(x: Tensor, masked_weight: Tensor, weight: Tensor, scores: Tensor, bias: Tensor | None,
-                     step: tuple[Tensor | None, float, float, float] | None = None) -> Tensor:
+def premasked_linear(x: Tensor, masked_weight: Tensor, weight: Tensor, scores: Tensor,
+                     bias: Tensor | None) -> Tensor:
     """y = x (W ⊙ M)ᵀ + b for a W ⊙ M computed by the caller (``masked_weight``, in x's dtype, no gradient),
     with the straight-through dS = (dyᵀx) ⊙ W ⊙ sign(S) of :func:`masked_linear` and dx = dy (W ⊙ M).
-    ``step`` = (momentum_buffer, lr, μ, λ): the backward pass runs that SGD step on the scores instead of returning
-    dS (``torch.optim.SGD``'s bits, as :func:`masked_linear_sgd`; the scores get no ``.grad``).
 
     The torch backend's masked linear layer: the layer keeps W ⊙ M until its mask changes (forward, dx and every
     evaluation batch share it), and this is an ``autograd.Function`` of plain torch ops and the CPU loops of
     ``ops._cpu``, not a custom op: on the CPU a custom op's dispatch costs ~0.1 ms per layer and step
-    (2026-11-29, 2-core EPYC), a third of a LeNet-300-100 step. Same values as :func:`masked_linear`."""
-    if step is not None:
-        _check_sgd(*step[1:], step[0])
-    return _PremaskedLinear.apply(x, masked_weight, weight, scores, bias, step)
+    (2026-11-29, 2-core EPYC), a third of a LeNet-300-100 step. Same values as :func:`masked_linear`. (When
+    ``optim.ScoreSGD`` fuses the scores' step, ``MaskedLinear`` uses torch's native linear instead.)"""
+    return _PremaskedLinear.apply(x, masked_weight, weight, scores, bias)

@@ -3,6 +3,7 @@
   topk_thresholds([S_l], ks, slots) -> (L, 2) int64   rows (τ bits, tie cut), per layer or global
   threshold_mask(S, threshold) -> bool mask           |S| bits > τ, or == τ at a flat index <= cut
   threshold_masked_weight(W, S, threshold, dtype)      W ⊙ M in ``dtype`` for that mask (the torch backend's forward)
+  patch_masked_weight(W ⊙ M!, W, S, where, ...)       the same, in place, at the scores that moved
 
 On the CPU the reference runs in numpy (``strongticket.masks``): torch's comparisons there cost ~1 ms per 2^20
 elements, numpy's 0.15 ms.
@@ -88,25 +89,14 @@ def _(scores, threshold):
 
 
 def threshold_masked_weight(weight: Tensor, scores: Tensor, threshold: Tensor, dtype: torch.dtype) -> Tensor:
-    """W ⊙ M in ``dtype``, M = the mask of ``threshold`` = (τ, cut) over ``scores``. On the CPU (float32) two
-    pass of ``ops._cpu`` where it runs, else integer passes in numpy: keep = (τ − 1 − |S| bits) >> 31 (all ones
-    where |S| bits >= τ), the ties past the cut cleared, W bits & (keep | sign bit). Bit for bit the reference's
-    W·M, signed zeros included. A plain function, not a custom op: it runs once per mask change, outside autograd."""
+    """W ⊙ M in ``dtype``, M = the mask of ``threshold`` = (τ, cut) over ``scores``: on the CPU (float32) one pass
+    of ``ops._cpu`` where it runs, else W times :func:`threshold_mask`. Bit for bit the reference's W·M, signed zeros
+    included. A plain function, not a custom op: it runs once per mask change, outside autograd."""
     if _numpy_path(weight, scores) and dtype == torch.float32 and weight.shape == scores.shape:
-        tau, cut = (int(v) for v in threshold.tolist())
         scores, weight = scores.detach().contiguous(), weight.detach().contiguous()
         if _cpu.usable(scores, weight):
+            tau, cut = threshold.tolist()
             return _cpu.threshold_weight(scores, weight, tau, cut, torch.empty_like(weight))
-        s_bits = scores.view(torch.int32).numpy().reshape(-1)
-        keep = np.bitwise_and(s_bits, 0x7FFFFFFF)
-        np.subtract(np.int32(tau - 1), keep, out=keep)
-        np.right_shift(keep, 31, out=keep)  # all ones where |S| bits >= τ, else 0
-        start = max(cut + 1, 0)
-        if start < keep.size:
-            keep[start:][(s_bits[start:] & 0x7FFFFFFF) == tau] = 0
-        np.bitwise_or(keep, np.int32(-2**31), out=keep)  # a pruned entry keeps W's sign bit: W·0, as the reference
-        w_bits = weight.view(torch.int32).numpy().reshape(-1)
-        return torch.from_numpy(np.bitwise_and(w_bits, keep, out=keep).view(np.float32)).view(weight.shape)
     return _masked_weight(weight, threshold_mask(scores, threshold), dtype)
 
 
