@@ -187,3 +187,9 @@ def test_window_selection_survives_the_compiled_loops_being_switched_off(monkeyp
         if step == 4:
             monkeypatch.setenv("STRONGTICKET_CPU_KERNELS", "0")
         assert torch.equal(window.thresholds(scores, k), ops._topk_thresholds_ref(scores, [k], [0, 0]))
+
+
+def test_a_bad_cpu_kernels_setting_is_one_clear_error(monkeypatch):
+    monkeypatch.setenv("STRONGTICKET_CPU_KERNELS", "maybe")
+    with pytest.raises(ValueError, match=r"STRONGTICKET_CPU_KERNELS must be 0 .* or 1 .*, got 'maybe'"):
+        MaskedLinear(8, 4)(torch.randn(2, 8))

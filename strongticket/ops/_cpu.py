@@ -234,7 +234,11 @@ def available() -> bool:
     """Whether the compiled kernels run (compiled on first use; False without a C compiler or when
     STRONGTICKET_CPU_KERNELS=0)."""
     global _lib, _tried
-    if os.environ.get(_ENV, "1") == "0":
+    value = os.environ.get(_ENV, "1")
+    if value not in ("0", "1"):
+        raise ValueError(f"{_ENV} must be 0 (numpy and torch ops) or 1 (the compiled loops, where a C compiler "
+                         f"exists), got {value!r}")
+    if value == "0":
         return False
     if not _tried:
         _tried = True
