@@ -61,8 +61,13 @@ class SearchConfig:
     data_root: str | None = _f(None, "folder holding the data files (not needed for digits)", hashed=False)
     model: str = _f("mlp", "model name", choices=MODEL_NAMES)
     widths: tuple[int, ...] | None = _f(None, "hidden widths of the fully connected layers of mlp and convN, "
-                                        "comma-separated (default: mlp 512,512; convN 256,256)")
+                                        "comma-separated (default: mlp 512,512; convN 256,256); transformer: "
+                                        "d_model,d_ff (default 64,128)")
     width: float = _f(1.0, "width multiplier of every layer but the classifier (e.g. 2 for a wide ResNet)")
+    depth: int = _f(2, "transformer: number of blocks (attention + feed-forward)", hashed="if-set")
+    heads: int = _f(4, "transformer: attention heads (d_model must be divisible by them)", hashed="if-set")
+    share_weights: bool = _f(False, "layers of the same weight shape compute with one frozen random matrix (each "
+                             "its own scores and mask; Shen et al. 2021)", hashed="if-set")
     algo: str = _f("edge-popup", "search method (see strongticket.search.methods)", choices=ALGOS)
     density: float = _f(0.5, "fraction of weights kept, in (0, 1]; sparsity = 1 - density")
     scope: str = _f("layer", "top-k per layer, or one global threshold", choices=SCOPES)
@@ -147,6 +152,20 @@ class SearchConfig:
                 raise ValueError(f"widths applies to mlp and convN models, not {self.model}; use --width")
             for i, w in enumerate(self.widths):
                 _check_int(f"widths[{i}]", w, 1, 1 << 20)
+            if self.model == "transformer" and len(self.widths) != 2:
+                raise ValueError(f"widths of transformer must be d_model,d_ff (2 values), got {list(self.widths)}")
+        _check_int("depth", self.depth, 1, 64)
+        _check_int("heads", self.heads, 1, 64)
+        for name in ("depth", "heads"):
+            if getattr(self, name) != _DEFAULTS[name] and self.model != "transformer":
+                raise ValueError(f"{name} applies to model transformer only, got model {self.model!r}")
+        if self.model == "transformer" and not self.data.startswith("seq-"):
+            raise ValueError(f"model transformer needs a token-sequence data set (seq-sort, seq-reverse), "
+                             f"got data {self.data!r}")
+        if self.model != "transformer" and self.data.startswith("seq-"):
+            raise ValueError(f"data {self.data} is token sequences: it needs model transformer, got {self.model!r}")
+        if self.share_weights and self.model.startswith("planted"):
+            raise ValueError("share_weights does not apply to planted models (their weights are the planted ones)")
         _check_float("width", self.width, 0.0, 64.0, low_open=True)
         if self.weights == "seeded" and self.init != "signed_constant":
             raise ValueError(f"weights=seeded needs init signed_constant (1 random bit per weight), got {self.init!r}")
@@ -268,6 +287,10 @@ def model_label(cfg: SearchConfig) -> str:
         label += f" {list(cfg.widths)}"
     if cfg.width != 1:
         label += f" ×{cfg.width:g}"
+    if cfg.model == "transformer":
+        label += f" depth {cfg.depth} heads {cfg.heads}"
+    if cfg.share_weights:
+        label += " shared"
     return label
 
 

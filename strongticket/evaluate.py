@@ -47,19 +47,19 @@ def better(task: str, new: float, old: float | None) -> bool:
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, split: Split, batch_size: int = 512) -> tuple[float, float]:
     """(metric, mean loss) of ``model`` on ``split``, in a fixed batch order: (accuracy, mean cross-entropy) for
-    a classification split, (MSE, MSE) for a regression split (``split.task``; MSE over examples and outputs)."""
+    a classification split (per position when the labels are sequences (n, T): outputs (n, classes, T)), (MSE, MSE) for a regression split (``split.task``; MSE over examples and outputs)."""
     model.eval()
     correct, loss_sum = 0, 0.0
     for b in batches(split, batch_size):
         outputs = model(b.x)
         if split.task == "regression":
             loss_sum += float(F.mse_loss(outputs, b.labels, reduction="sum")) / outputs[0].numel()
-        else:
-            loss_sum += float(F.cross_entropy(outputs, b.labels, reduction="sum"))
+        else:  # labels (n,) or one per position (n, T): an example's loss is the mean over its positions
+            loss_sum += float(F.cross_entropy(outputs, b.labels, reduction="sum")) / b.labels[0].numel()
             correct += int((outputs.argmax(1) == b.labels).sum())
     if split.task == "regression":
         return loss_sum / len(split), loss_sum / len(split)
-    return correct / len(split), loss_sum / len(split)
+    return correct / split.labels.numel(), loss_sum / len(split)
 
 
 SANITY_CHECKS = ("shuffle", "reinit", "invert")

@@ -148,7 +148,7 @@ def _packed_tensors(model: nn.Module, signs: str) -> tuple[dict[str, np.ndarray]
             raise ExportError(f"layer {i}: packed export regenerates the seeded weights, and this ticket computes "
                               f"with {'binary' if layer.binary else 're-drawn'} ones; export it as dense, prune or "
                               f"state_dict")
-        entry: dict[str, Any] = {"shape": list(layer.weight.shape), "layer": layer.layer_index, "init": layer.init,
+        entry: dict[str, Any] = {"shape": list(layer.weight.shape), "layer": layer.weight_stream, "init": layer.init,
                                  "kind": "linear" if isinstance(layer, MaskedLinear) else "conv2d",
                                  "kept": int(layer.mask.sum())}
         tensors[f"mask.{i}"] = ops.pack_bits(layer.mask.cpu()).numpy()
@@ -344,7 +344,7 @@ def load_packed(path: str | Path, device: str | torch.device = "cpu") -> nn.Modu
                                   f"seed's weights (an edited file)")
             new: nn.Module = PackedLinear(layer.in_features, layer.out_features, words, scale,
                                           sign_bits=sign, seed=None if sign is not None else layer.seed,
-                                          layer=None if sign is not None else layer.layer_index, bias=bias)
+                                          layer=None if sign is not None else layer.weight_stream, bias=bias)
         else:
             new = _baked_layer(layer, mask, bias)
         _replace(model, name, new)

@@ -12,6 +12,11 @@ the seed, names each layer's random stream, so a model config plus a seed determ
   CIFAR variant: 3×3 stem, 4 stages × 2 blocks, 64…512 channels), for 32×32 inputs; ``width`` > 1 gives wide
   ResNets (Zagoruyko & Komodakis 2016). Batch norm is non-affine by default (nothing but scores learns);
   ``learn_bn=True`` makes it affine and trainable. Shortcuts that change shape are masked 1×1 convs + BN.
+- ``transformer``: a pre-norm transformer encoder for token sequences (:mod:`strongticket.transformer`): token and
+  positional embeddings, ``depth`` blocks of attention (``heads``) and feed-forward, every matrix masked;
+  ``widths`` = (d_model, d_ff), default 64, 128.
+- ``share_weights=True`` (every model but planted): layers of the same weight shape compute with one frozen random
+  matrix, the first such layer's (its random stream; one tensor in memory), each with its own scores and mask.
 - ``planted``: the Plant 'n' Seek mother network of ``data`` ``planted-<task>`` (Fischer & Burkholz 2022) with
   a target ticket planted in it: ``plant_task(task, depth=len(widths) + 2, width=widths[0], seed=seed)``
   (equal hidden widths, default 100, 100, 100), as MaskedLinear(bias=True, bias_scores=True) + ReLU layers whose
@@ -39,6 +44,7 @@ from torch import Tensor, nn
 
 from . import nn as _masked_nn
 from .nn import MaskedConv2d, MaskedLinear, masked_layers, use_global_topk
+from .transformer import Transformer
 
 __all__ = ["MLP", "ConvNet", "ResNet", "MODELS", "build_model", "check_param_budget", "masked_shapes",
            "model_from_config", "planted_network"]
@@ -48,19 +54,36 @@ class _Layers:
     """Hands out consecutive layer indices and the shared masked-layer arguments."""
 
     def __init__(self, density: float, init: str, seed: int, scale_fan: bool, bias: bool, bias_scores: bool,
-                 weights: str = "stored"):
+                 weights: str = "stored", share_weights: bool = False):
         self.kwargs = dict(density=density, init=init, seed=seed, scale_fan=scale_fan, bias=bias,
                            bias_scores=bias_scores)
         self.weights = weights  # "seeded" applies to the linear layers; convs keep stored weights
         self.index = 0
+        # share_weights: (kind, weight shape) -> the first layer of that shape, whose frozen weight the later ones use
+        self.shared: dict[tuple, MaskedLinear | MaskedConv2d] | None = {} if share_weights else None
+
+    def _source(self, key: tuple) -> MaskedLinear | MaskedConv2d | None:
+        return None if self.shared is None else self.shared.get(key)
+
+    def _keep(self, key: tuple, layer: MaskedLinear | MaskedConv2d) -> None:
+        if self.shared is not None:
+            self.shared.setdefault(key, layer)
 
     def linear(self, fan_in: int, fan_out: int) -> MaskedLinear:
         self.index += 1
-        return MaskedLinear(fan_in, fan_out, layer=self.index - 1, weights=self.weights, **self.kwargs)
+        key = ("linear", fan_out, fan_in)
+        layer = MaskedLinear(fan_in, fan_out, layer=self.index - 1, weights=self.weights, share=self._source(key),
+                             **self.kwargs)
+        self._keep(key, layer)
+        return layer
 
     def conv(self, c_in: int, c_out: int, kernel: int, stride: int = 1, padding: int = 0) -> MaskedConv2d:
         self.index += 1
-        return MaskedConv2d(c_in, c_out, kernel, stride=stride, padding=padding, layer=self.index - 1, **self.kwargs)
+        key = ("conv", c_out, c_in, kernel)
+        layer = MaskedConv2d(c_in, c_out, kernel, stride=stride, padding=padding, layer=self.index - 1,
+                             share=self._source(key), **self.kwargs)
+        self._keep(key, layer)
+        return layer
 
 
 def _positive_ints(name: str, values: Sequence[int]) -> None:
@@ -81,10 +104,10 @@ class MLP(nn.Module):
     def __init__(self, input_shape: Sequence[int], num_classes: int, widths: Sequence[int] = (512, 512), *,
                  width: float = 1.0, density: float = 0.5, init: str = "signed_constant", seed: int = 0,
                  scale_fan: bool = False, bias: bool = False, bias_scores: bool = False,
-                 learn_bn: bool = False, weights: str = "stored") -> None:
+                 learn_bn: bool = False, weights: str = "stored", share_weights: bool = False) -> None:
         super().__init__()
         _positive_ints("widths", widths)
-        make = _Layers(density, init, seed, scale_fan, bias, bias_scores, weights)
+        make = _Layers(density, init, seed, scale_fan, bias, bias_scores, weights, share_weights)
         sizes = [math.prod(input_shape), *(_scaled(w, width) for w in widths), num_classes]
         layers: list[nn.Module] = [nn.Flatten()]
         for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
@@ -111,7 +134,8 @@ class ConvNet(nn.Module):
     def __init__(self, input_shape: Sequence[int], num_classes: int, variant: str = "conv4", *,
                  width: float = 1.0, widths: Sequence[int] = (256, 256), density: float = 0.5,
                  init: str = "signed_constant", seed: int = 0, scale_fan: bool = False, bias: bool = False,
-                 bias_scores: bool = False, learn_bn: bool = False, weights: str = "stored") -> None:
+                 bias_scores: bool = False, learn_bn: bool = False, weights: str = "stored",
+                 share_weights: bool = False) -> None:
         super().__init__()
         if variant not in _CONV_PLANS:
             raise ValueError(f"variant must be one of {', '.join(_CONV_PLANS)}, got {variant!r}")
@@ -123,7 +147,7 @@ class ConvNet(nn.Module):
         if min(h, w) < 2**pools:
             raise ValueError(f"{variant} pools {pools} times and needs inputs of at least {2**pools}×{2**pools}, "
                              f"got {h}×{w}")
-        make = _Layers(density, init, seed, scale_fan, bias, bias_scores, weights)
+        make = _Layers(density, init, seed, scale_fan, bias, bias_scores, weights, share_weights)
         features: list[nn.Module] = []
         for step in plan:
             if step == "M":
@@ -178,14 +202,15 @@ class ResNet(nn.Module):
     def __init__(self, input_shape: Sequence[int], num_classes: int, variant: str = "resnet20", *,
                  width: float = 1.0, widths: Sequence[int] = (), density: float = 0.5,
                  init: str = "signed_constant", seed: int = 0, scale_fan: bool = False, bias: bool = False,
-                 bias_scores: bool = False, learn_bn: bool = False, weights: str = "stored") -> None:
+                 bias_scores: bool = False, learn_bn: bool = False, weights: str = "stored",
+                 share_weights: bool = False) -> None:
         super().__init__()
         if variant not in _RESNET_PLANS:
             raise ValueError(f"variant must be one of {', '.join(_RESNET_PLANS)}, got {variant!r}")
         if len(input_shape) != 3:
             raise ValueError(f"{variant} needs image inputs (channels, height, width), got shape {tuple(input_shape)}")
         stem, stages = _RESNET_PLANS[variant]
-        make = _Layers(density, init, seed, scale_fan, bias, bias_scores, weights)
+        make = _Layers(density, init, seed, scale_fan, bias, bias_scores, weights, share_weights)
         c = _scaled(stem, width)
         self.stem = nn.Sequential(make.conv(input_shape[0], c, 3, padding=1),
                                   nn.BatchNorm2d(c, affine=learn_bn), nn.ReLU())
@@ -212,7 +237,8 @@ def _variant(cls: type, name: str) -> Callable[..., nn.Module]:
 
 def planted_network(input_shape: Sequence[int], num_classes: int, widths: Sequence[int] = (100, 100, 100), *,
                     data: str | None = None, width: float = 1.0, density: float = 0.5, seed: int = 0,
-                    weights: str = "stored", scaled: bool = False, **_ignored: Any) -> nn.Module:
+                    weights: str = "stored", scaled: bool = False, share_weights: bool = False,
+                    **_ignored: Any) -> nn.Module:
     """The planted mother network of ``data`` (``planted-<task>``), ready for a search at ``density``; raw outputs
     (Plant 'n' Seek's network), or divided by the planting scale with ``scaled`` (``planted-scaled``)."""
     from .planted.plant import plant_task, planted_model
@@ -228,6 +254,8 @@ def planted_network(input_shape: Sequence[int], num_classes: int, widths: Sequen
         raise ValueError(f"model planted takes no width multiplier (set --widths), got width {width!r}")
     if weights != "stored":
         raise ValueError(f"model planted needs stored weights (the planted ones), got weights {weights!r}")
+    if share_weights:
+        raise ValueError("model planted has its planted weights, one per layer: share_weights must be false, got true")
     planted = plant_task(data.removeprefix("planted-"), depth=len(widths) + 2, width=widths[0], seed=seed)
     model = planted_model(planted, density=density, seed=seed, scaled=scaled)
     if (tuple(input_shape), num_classes) != ((planted.widths[0],), planted.widths[-1]):
@@ -238,6 +266,7 @@ def planted_network(input_shape: Sequence[int], num_classes: int, widths: Sequen
 
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "mlp": MLP,
+    "transformer": Transformer,
     **{name: _variant(ConvNet, name) for name in _CONV_PLANS},
     "planted": planted_network,
     "planted-scaled": functools.partial(planted_network, scaled=True),
@@ -252,15 +281,25 @@ def build_model(name: str, input_shape: Sequence[int], num_classes: int, **kwarg
     return MODELS[name](input_shape, num_classes, **kwargs)
 
 
+def _model_kwargs(cfg: Any, weights: str) -> dict[str, Any]:
+    """The builder's keyword arguments from a search config (``depth``/``heads`` for the transformer only)."""
+    kwargs: dict[str, Any] = dict(width=cfg.width, density=cfg.density, init=cfg.init, seed=cfg.seed,
+                                  scale_fan=cfg.scale_fan, bias=cfg.bias, bias_scores=cfg.bias_scores,
+                                  learn_bn=cfg.learn_bn, weights=weights)
+    if getattr(cfg, "share_weights", False):
+        kwargs["share_weights"] = True
+    if cfg.model == "transformer":
+        kwargs.update(depth=getattr(cfg, "depth", 2), heads=getattr(cfg, "heads", 4))
+    if cfg.widths is not None:
+        kwargs["widths"] = tuple(cfg.widths)
+    return kwargs
+
+
 def model_from_config(cfg: Any, input_shape: Sequence[int], num_classes: int) -> nn.Module:
     """The model a search config describes, with a global threshold when ``cfg.scope == "global"``, the bias budget
     ``cfg.bias_density`` on every masked bias, and binary weights for ``cfg.algo == "biprop"`` (so that a loaded
     biprop ticket computes as it was searched)."""
-    kwargs: dict[str, Any] = dict(width=cfg.width, density=cfg.density, init=cfg.init, seed=cfg.seed,
-                                  scale_fan=cfg.scale_fan, bias=cfg.bias, bias_scores=cfg.bias_scores,
-                                  learn_bn=cfg.learn_bn, weights=getattr(cfg, "weights", "stored"))
-    if cfg.widths is not None:
-        kwargs["widths"] = tuple(cfg.widths)
+    kwargs = _model_kwargs(cfg, getattr(cfg, "weights", "stored"))
     if cfg.model.startswith("planted"):
         kwargs["data"] = cfg.data
     model = build_model(cfg.model, input_shape, num_classes, **kwargs)
@@ -301,11 +340,7 @@ def masked_shapes(cfg: Any, input_shape: Sequence[int], num_classes: int) -> lis
     if cfg.model.startswith("planted"):
         widths = [math.prod(input_shape), *(cfg.widths or (100, 100, 100)), num_classes]
         return [(widths[k + 1], widths[k]) for k in range(len(widths) - 1)]
-    kwargs: dict[str, Any] = dict(width=cfg.width, density=cfg.density, init=cfg.init, seed=cfg.seed,
-                                  scale_fan=cfg.scale_fan, bias=cfg.bias, bias_scores=cfg.bias_scores,
-                                  learn_bn=cfg.learn_bn, weights="stored")
-    if cfg.widths is not None:
-        kwargs["widths"] = tuple(cfg.widths)
+    kwargs = _model_kwargs(cfg, "stored")
     with _shapes_only():
         model = build_model(cfg.model, input_shape, num_classes, **kwargs)
     return [tuple(layer.scores.shape) for layer in masked_layers(model)]

@@ -204,6 +204,7 @@ class MaskedLayer(nn.Module):
         scale_fan: bool,
         bias_scores: bool = False,
         weights: str = "stored",
+        share: MaskedLayer | None = None,
     ) -> None:
         if weights not in WEIGHTS:
             raise ValueError(f"weights must be one of {', '.join(WEIGHTS)}, got {weights!r}")
@@ -216,14 +217,21 @@ class MaskedLayer(nn.Module):
         self.init = init
         self.seed = seed
         self.layer_index = layer
+        # the random stream of the frozen weight: the layer's own, or that of the layer whose weight it shares
+        self.weight_stream = layer if share is None else share.weight_stream
+        self.shares_weight = share is not None
         self.scale_fan = scale_fan
         self._init_density = self.density  # what init_weight drew with (set_density changes only k)
         self.binary = False
         self.rule: ScoreRule | None = None
         self._seeded: tuple | None = None
+        if share is not None:
+            _check_share(share, tuple(shape), init, seed, density, scale_fan, weights)
         if weights == "seeded":  # W = ±scale regenerated in the kernels; never a device tensor
             scale = ops.signed_constant_scale(math.prod(shape[1:]), density=density, scale_fan=scale_fan)
             self._seeded = (tuple(shape), scale)
+        elif share is not None:  # the very same Parameter: one tensor in memory for every layer sharing it
+            self.weight = share.weight
         else:
             w = init_weight(shape, init, seed, layer, density=density, scale_fan=scale_fan)
             self.weight = nn.Parameter(w, requires_grad=False)
@@ -261,7 +269,7 @@ class MaskedLayer(nn.Module):
                 raise AttributeError("weight")
             return self._parameters["weight"]
         shape, scale = seeded
-        return ops.seeded_weight(self.seed, self.layer_index, shape, scale)
+        return ops.seeded_weight(self.seed, self.weight_stream, shape, scale)
 
     def _plain_only(self, what: str) -> None:
         if self._seeded is not None:
@@ -292,7 +300,7 @@ class MaskedLayer(nn.Module):
         self._redrawn = (version_key(self.generation), current)
 
     def _draw(self, generation: int) -> Tensor:
-        return init_weight(tuple(self.scores.shape), self.init, self.seed, self.layer_index, density=self._init_density,
+        return init_weight(tuple(self.scores.shape), self.init, self.seed, self.weight_stream, density=self._init_density,
                            scale_fan=self.scale_fan, generation=generation)
 
     def load_generation(self, generation: Tensor) -> None:
@@ -494,6 +502,7 @@ class MaskedLayer(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"density={self.density}, init={self.init}, seed={self.seed}, layer={self.layer_index}"
+            + (f", weight of layer {self.weight_stream}" if self.shares_weight else "")
             + (", mask=fixed" if self.fixed_mask is not None else "")
             + (", global" if self._selector is not None else "")
             + (f", bias_density={self.bias_density}" if self.bias_density is not None else "")
@@ -519,6 +528,7 @@ class MaskedLinear(MaskedLayer):
         layer: int = 0,
         scale_fan: bool = False,
         weights: str = "stored",
+        share: MaskedLayer | None = None,
     ) -> None:
         super().__init__()
         _check_positive(in_features=in_features, out_features=out_features)
@@ -526,7 +536,7 @@ class MaskedLinear(MaskedLayer):
         self._init_masked(
             (out_features, in_features),
             bias=bias, bias_scores=bias_scores, density=density, init=init, seed=seed, layer=layer,
-            scale_fan=scale_fan, weights=weights,
+            scale_fan=scale_fan, weights=weights, share=share,
         )
 
     def forward(self, x: Tensor) -> Tensor:
@@ -539,7 +549,7 @@ class MaskedLinear(MaskedLayer):
             return self._threshold_forward(x)
         if self._seeded is not None:
             _, scale = self._seeded
-            return ops.seeded_linear(x, self.scores, self.mask, self.effective_bias(), self.seed, self.layer_index,
+            return ops.seeded_linear(x, self.scores, self.mask, self.effective_bias(), self.seed, self.weight_stream,
                                      scale, torch.float32)
         masked, bias = self._premasked_weight(x.dtype), self.effective_bias()
         step = None
@@ -592,7 +602,7 @@ class MaskedLinear(MaskedLayer):
         sgd = () if step is None else (step.momentum_buffer, step.lr, step.momentum, step.weight_decay)
         if self._seeded is not None:
             _, scale = self._seeded
-            seeded = (self.seed, self.layer_index, scale, torch.float32)
+            seeded = (self.seed, self.weight_stream, scale, torch.float32)
             op = ops.seeded_linear_threshold if step is None else ops.seeded_linear_threshold_sgd
             y, _ = op(x, self.scores, threshold, bias, *seeded, *sgd)
         else:
@@ -626,6 +636,7 @@ class MaskedConv2d(MaskedLayer):
         seed: int = 0,
         layer: int = 0,
         scale_fan: bool = False,
+        share: MaskedLayer | None = None,
     ) -> None:
         super().__init__()
         kh, kw = _pair(kernel_size, "kernel_size")
@@ -641,7 +652,7 @@ class MaskedConv2d(MaskedLayer):
         self._init_masked(
             (out_channels, in_channels // groups, kh, kw),
             bias=bias, bias_scores=bias_scores, density=density, init=init, seed=seed, layer=layer,
-            scale_fan=scale_fan,
+            scale_fan=scale_fan, share=share,
         )
 
     def forward(self, x: Tensor) -> Tensor:
@@ -675,6 +686,22 @@ def use_global_topk(model: nn.Module, density: float) -> GlobalTopK:
     for layer in selector.layers:
         layer._selector = selector
     return selector
+
+
+def _check_share(share: MaskedLayer, shape: tuple[int, ...], init: str, seed: int, density: float, scale_fan: bool,
+                 weights: str) -> None:
+    """A layer may share ``share``'s frozen weight only if it would draw the very same one: same shape, init,
+    seed, density and fan scaling (the values of the shared stream), and the same storage."""
+    if not isinstance(share, MaskedLayer):
+        raise ValueError(f"share must be a masked layer, got {type(share).__name__}")
+    theirs = (tuple(share.scores.shape), share.init, share.seed, share._init_density, share.scale_fan,
+              "seeded" if share._seeded is not None else "stored")
+    ours = (shape, init, seed, density, scale_fan, weights)
+    if theirs != ours:
+        names = ("shape", "init", "seed", "density", "scale_fan", "weights")
+        field = next(n for n, a, b in zip(names, ours, theirs) if a != b)
+        raise ValueError(f"share: a layer can share the frozen weight of a layer with the same {field} only, got "
+                         f"{ours[names.index(field)]!r} and layer {share.layer_index}'s {theirs[names.index(field)]!r}")
 
 
 def _check_positive(**values: int) -> None:

@@ -6,7 +6,9 @@ Data sets (``DATASETS``): ``digits`` (ships with the package), ``mnist`` and ``f
 and ``<root>/test/<class>/``). Nothing is ever downloaded. ``planted-circle``, ``planted-relu`` and
 ``planted-helix`` are the Plant 'n' Seek tasks (:func:`strongticket.planted.make_task`, 10,000 samples drawn from
 the fixed task seed ``PLANTED_TASK_SEED``, the task's own 90/10 test split): float32 inputs (n, d_in); Circle has
-int64 labels (4 classes), ReLU and Helix are *regression* tasks with float32 targets (n, d_out).
+int64 labels (4 classes), ReLU and Helix are *regression* tasks with float32 targets (n, d_out). ``seq-sort`` and
+``seq-reverse`` (:mod:`strongticket.data.sequences`, generated from a fixed seed) are token sequences: int64 inputs
+(n, T) and one label per position (n, T); the network outputs (batch, classes, T) and accuracy is per token.
 
 ``Splits.task`` (and every ``Split.task``) is ``"classification"`` (labels (n,) int64; the search trains with
 cross-entropy and selects on accuracy) or ``"regression"`` (``labels`` holds targets (n, d_out) float32; the
@@ -103,7 +105,8 @@ _FILE_DATASETS: dict[str, tuple[Callable[[Path], _Arrays], str | None, int]] = {
     "imagefolder": (lambda root: tuple(load_image_folder(root))[:4], None, 0),
 }
 _PLANTED = {"planted-circle": "circle", "planted-relu": "relu", "planted-helix": "helix"}
-DATASETS = ("digits", *_FILE_DATASETS, *_PLANTED)
+_SEQUENCES = {"seq-sort": "sort", "seq-reverse": "reverse"}
+DATASETS = ("digits", *_FILE_DATASETS, *_PLANTED, *_SEQUENCES)
 
 
 def load_splits(name: str, *, val_fraction: float = 0.1, root: str | Path | None = None) -> Splits:
@@ -112,6 +115,8 @@ def load_splits(name: str, *, val_fraction: float = 0.1, root: str | Path | None
         raise ValueError(f"data must be one of {', '.join(DATASETS)}, got {name!r}")
     if name in _PLANTED:
         return _planted_splits(_PLANTED[name], val_fraction)
+    if name in _SEQUENCES:
+        return _sequence_splits(_SEQUENCES[name], val_fraction)
     if name == "digits":
         images, labels = load_digits()
         order = torch.from_numpy(permutation(_SPLIT_SEED, labels.shape[0]))
@@ -157,6 +162,23 @@ def _planted_splits(task: str, val_fraction: float) -> Splits:
     d_in, d_out = task_dims(task)
     return Splits(split(data.x_train, data.y_train), split(data.x_val, data.y_val),
                   split(data.x_test, data.y_test), (d_in,), d_out, kind)
+
+
+def _sequence_splits(task: str, val_fraction: float) -> Splits:
+    """The token-sequence task ``task`` (:mod:`strongticket.data.sequences`): int64 tokens (n, T) and labels
+    (n, T); the validation split carved from the training sequences like every other data set's."""
+    from .sequences import VOCAB, make_sequences
+
+    train_x, train_y, test_x, test_y = (torch.from_numpy(a) for a in make_sequences(task))
+    train_all, test = Split(train_x, train_y), Split(test_x, test_y)
+    n = len(train_all)
+    n_val = round(val_fraction * n)
+    if not 1 <= n_val < n:
+        raise ValueError(f"val_fraction must leave at least one example in validation and in training, "
+                         f"got {val_fraction} of {n}")
+    order = torch.from_numpy(permutation(_SPLIT_SEED, n, layer=1))
+    val, train = train_all.take(order[:n_val].sort().values), train_all.take(order[n_val:].sort().values)
+    return Splits(train, val, test, tuple(train.x.shape[1:]), VOCAB)
 
 
 def _stats_of(x: Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:

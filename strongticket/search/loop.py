@@ -327,7 +327,7 @@ def _run_search(cfg: SearchConfig, lock: RunLock, on_epoch: Callable[[dict[str, 
         record = {
             "epoch": epoch + 1,
             "train_loss": loss_sum / len(train),
-            f"train_{m}": correct / len(train) if m == "acc" else loss_sum / len(train),
+            f"train_{m}": correct / train.labels.numel() if m == "acc" else loss_sum / len(train),
             "val_loss": val_loss,
             f"val_{m}": val_metric,
             "lr": optimizer.param_groups[0]["lr"],
@@ -456,7 +456,8 @@ def _loss(logits: torch.Tensor, labels: torch.Tensor, world: int, global_count: 
           task: str = "classification") -> tuple[torch.Tensor, float]:
     """The loss to back-propagate and the sum of this rank's per-example losses.
 
-    Classification: cross-entropy of the logits. Regression: ``F.mse_loss`` of the identity head's outputs
+    Classification: cross-entropy of the logits (labels (B,), or (B, T) against logits (B, classes, T): an
+    example's loss is the mean over its positions). Regression: ``F.mse_loss`` of the identity head's outputs
     (B, d_out) against the targets, no softmax; an example's loss is its squared error averaged over the d_out
     outputs, so the batch mean is ``F.mse_loss(outputs, targets)``.
     One process: the batch mean. R ranks: (R / B) Σ_shard loss over this rank's share of a global batch of B,
@@ -474,7 +475,7 @@ def _loss(logits: torch.Tensor, labels: torch.Tensor, world: int, global_count: 
     if world == 1:
         loss = F.cross_entropy(logits, labels)
         return loss, float(loss.detach()) * labels.shape[0]
-    total = F.cross_entropy(logits, labels, reduction="sum")
+    total = F.cross_entropy(logits, labels, reduction="sum") / labels[0].numel()
     return total * (world / global_count), float(total.detach())
 
 
@@ -485,7 +486,8 @@ def _evaluate_shared(model: torch.nn.Module, share: Split, total: int) -> tuple[
     metric_sum, loss_sum = distributed.all_reduce_sum([metric * len(share), loss * len(share)])
     if share.task == "regression":
         return loss_sum / total, loss_sum / total
-    return round(metric_sum) / total, loss_sum / total
+    per = share.labels[0].numel() if len(share) else 1  # positions per example (1, or T for sequences)
+    return round(metric_sum * per) / (total * per), loss_sum / total
 
 
 def _to_device(obj: Any, device: torch.device) -> Any:
