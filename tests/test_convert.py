@@ -54,7 +54,8 @@ def test_converted_user_model_equals_the_builtin_model_of_the_same_shape():
 
 def test_init_keep_uses_the_models_own_weights():
     model = _user_conv_net(bias=True)
-    converted = convert(model, init="keep")
+    with pytest.warns(UserWarning, match=r"convert left 3 parameters unmasked .*: 0\.bias, 4\.bias, 6\.bias$"):
+        converted = convert(model, init="keep")  # bias policy "keep" by default with init="keep": listed
     assert torch.equal(masked_layers(converted)[0].weight, model[0].weight)
     assert torch.equal(masked_layers(converted)[0].bias, model[0].bias)
 
