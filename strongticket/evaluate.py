@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +56,7 @@ def evaluate(model: torch.nn.Module, split: Split, batch_size: int = 512) -> tup
         if split.task == "regression":
             loss_sum += float(F.mse_loss(outputs, b.labels, reduction="sum")) / outputs[0].numel()
         else:  # labels (n,) or one per position (n, T): an example's loss is the mean over its positions
-            loss_sum += float(F.cross_entropy(outputs, b.labels, reduction="sum")) / b.labels[0].numel()
+            loss_sum += float(F.cross_entropy(outputs, b.labels, reduction="sum")) / math.prod(b.labels.shape[1:])
             correct += int((outputs.argmax(1) == b.labels).sum())
     if split.task == "regression":
         return loss_sum / len(split), loss_sum / len(split)

@@ -470,12 +470,12 @@ def _loss(logits: torch.Tensor, labels: torch.Tensor, world: int, global_count: 
         if world == 1:
             loss = F.mse_loss(logits, labels)
             return loss, float(loss.detach()) * labels.shape[0]
-        total = F.mse_loss(logits, labels, reduction="sum") / labels[0].numel()
+        total = F.mse_loss(logits, labels, reduction="sum") / math.prod(labels.shape[1:])
         return total * (world / global_count), float(total.detach())
     if world == 1:
         loss = F.cross_entropy(logits, labels)
         return loss, float(loss.detach()) * labels.shape[0]
-    total = F.cross_entropy(logits, labels, reduction="sum") / labels[0].numel()
+    total = F.cross_entropy(logits, labels, reduction="sum") / math.prod(labels.shape[1:])
     return total * (world / global_count), float(total.detach())
 
 
@@ -486,7 +486,7 @@ def _evaluate_shared(model: torch.nn.Module, share: Split, total: int) -> tuple[
     metric_sum, loss_sum = distributed.all_reduce_sum([metric * len(share), loss * len(share)])
     if share.task == "regression":
         return loss_sum / total, loss_sum / total
-    per = share.labels[0].numel() if len(share) else 1  # positions per example (1, or T for sequences)
+    per = math.prod(share.labels.shape[1:])  # positions per example (1, or T for sequences)
     return round(metric_sum * per) / (total * per), loss_sum / total
 
 
