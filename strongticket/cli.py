@@ -103,6 +103,9 @@ def _eval(ns: argparse.Namespace) -> int:
     run_value = result.get(f"run_test_{m}")
     line = (f"test {m} {result[f'test_{m}']:{fmt}}  kept {result['kept_weights']:,}/{result['total_weights']:,} "
             f"weights (density {result['density']:.4f})  weights sha256 ok  backend {result['backend']}")
+    if result["random_matrices"] < len(result["layer_density"]):
+        line += (f"  shared weights: {result['random_matrices']} random matrices for {len(result['layer_density'])} "
+                 f"masked layers")
     if result["sanity"] is not None:
         line = f"sanity check {result['sanity']}: {line}  (the ticket itself: {run_value:{fmt}})"
     elif run_value is not None:

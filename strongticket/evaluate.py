@@ -150,6 +150,8 @@ def evaluate_ticket(path: str | Path, device: str = "auto", data_root: str | Non
         "kept_weights": sum(kept),
         "total_weights": sum(total),
         "seed": cfg.seed,
+        # share_weights: the layers compute with this many distinct frozen matrices (one per shape)
+        "random_matrices": len({layer.weight_stream for layer in layers}),
         "weights_sha256": ticket.weights_sha256,
         "backend": backend_name(dev),
         "device": str(dev),

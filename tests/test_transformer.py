@@ -70,6 +70,17 @@ def test_convert_masks_every_weight_of_nn_transformer_attention_included():
     assert all(torch.equal(p, torch.ones_like(p)) for n, p in converted.named_parameters() if n.endswith("norm1.weight"))
 
 
+def test_the_acceptance_model_with_torch_defaults_is_masked_whole():
+    torch.manual_seed(0)
+    model = nn.Transformer(d_model=64, nhead=4, num_encoder_layers=2, num_decoder_layers=2)  # d_ff 2048, dropout
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        converted = convert(model, density=0.5, share_weights=True)
+    masked = _masked_tensors(converted)
+    assert {n.replace(".parametrizations", "").replace(".original", "") for n in masked} == _weights_of(model)
+    assert len({t.data_ptr() for t in masked.values()}) == 4
+
+
 def test_only_scores_receive_gradients_and_bake_and_prune_compute_the_same():
     converted = convert(_transformer(), density=0.4, seed=2)
     g = torch.Generator().manual_seed(3)
