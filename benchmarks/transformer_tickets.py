@@ -6,7 +6,8 @@ For each task (seq-sort, seq-reverse) and seed: the strong ticket of ``--model t
 defaults, density 0.5, ``--epochs`` epochs), the same with ``--share-weights`` (one frozen matrix per shape), and
 the same network trained normally (every weight, Adam lr 1e-3, as many epochs, the epoch chosen on validation
 accuracy as the search chooses its own), plus the random network itself (every weight kept, no search) and chance
-(the best input-blind predictor: each position's most frequent training label). Per-token and whole-sequence test
+(the best input-blind predictor: each position's most frequent training label). A second table follows seq-sort's
+tickets, with and without shared weights, down to low densities (``--densities``). Per-token and whole-sequence test
 accuracy, mean ± the half-width of the 95% t-interval over the seeds. Every search is an ordinary run folder under
 ``--out``; the dense runs are cached in ``--out/dense.json``. Writes ``--out/transformer_tickets.md`` and
 ``.json``.
@@ -56,10 +57,10 @@ def frozen_elements(model: nn.Module) -> int:
     return sum(p.numel() for p in {id(layer.weight): layer.weight for layer in masked_layers(model)}.values())
 
 
-def ticket_cell(task: str, seed: int, epochs: int, share: bool, out: Path) -> dict:
+def ticket_cell(task: str, seed: int, epochs: int, share: bool, out: Path, density: float = 0.5) -> dict:
+    name = f"{task}-{'shared' if share else 'ticket'}" + ("" if density == 0.5 else f"-d{density:g}") + f"-s{seed}"
     cfg = SearchConfig(data=f"seq-{task}", model="transformer", epochs=epochs, seed=seed, data_seed=seed,
-                       share_weights=share, device="cpu", out=str(out / f"{task}-{'shared' if share else 'ticket'}"
-                                                                  f"-s{seed}"))
+                       density=density, share_weights=share, device="cpu", out=str(out / name))
     summary = run_search(cfg, progress=False)
     model, _, _ = load_ticket_model(Path(cfg.out) / "ticket.safetensors", device="cpu")
     test = load_splits(cfg.data).test
@@ -112,6 +113,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default="runs/transformer-tickets")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--densities", default="0.5,0.2,0.05,0.02",
+                        help="densities of the second table (seq-sort, ticket and shared)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     out = Path(args.out)
@@ -154,6 +157,16 @@ def main(argv: list[str] | None = None) -> None:
               f"{statistics.fmean(c['seconds'] for t in results.values() for c in t['shared']):.1f} s shared, "
               f"{statistics.fmean(c['seconds'] for t in results.values() for c in t['dense']):.1f} s dense training "
               f"({args.epochs} epochs, {args.seeds} seeds, 1 thread)."]
+    densities = [float(d) for d in args.densities.split(",")]
+    sweep = {(share, d): [ticket_cell("sort", seed, args.epochs, share, out, d) for seed in range(args.seeds)]
+             for share in (False, True) for d in densities}
+    lines += ["", "seq-sort against density (per token / whole sequence):", "",
+              "| density | strong ticket | strong ticket, shared weights |", "|---|---|---|"]
+    for d in densities:
+        cells = [f"{summarize([c['acc'] for c in sweep[share, d]])} / {summarize([c['seq_acc'] for c in sweep[share, d]])}"
+                 for share in (False, True)]
+        lines.append(f"| {d:g} | " + " | ".join(cells) + " |")
+    results["sort_density"] = {f"{'shared' if share else 'ticket'}-{d:g}": cells for (share, d), cells in sweep.items()}
     table = "\n".join(lines) + "\n"
     atomic_write(out / "transformer_tickets.md", table.encode())
     atomic_write(out / "transformer_tickets.json", json.dumps(results, indent=1).encode())

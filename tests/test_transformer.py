@@ -312,5 +312,12 @@ def test_search_on_a_sequence_task_with_shared_weights_and_its_ticket(tmp_path):
     model, ticket, loaded = load_ticket_model(tmp_path / "ticket.safetensors", device="cpu")
     assert loaded.share_weights and ticket.config["share_weights"] is True
     assert model.blocks[0].ff1.weight is not None and len(ticket.masks) == len(masked_layers(model)) == 7
-    acc, _ = evaluate(model, load_splits("seq-reverse").test)
+    test = load_splits("seq-reverse").test
+    acc, _ = evaluate(model, test)
     assert acc == summary["test_acc"]
+    # the packed export regenerates each layer's signs from its weight's stream (the shared layer's), bit for bit
+    from strongticket.export import export, load_packed
+
+    packed = load_packed(export(tmp_path / "ticket.safetensors", tmp_path / "packed.safetensors", format="packed"))
+    with torch.no_grad():
+        assert torch.equal(packed.eval()(test.x[:50]), model.eval()(test.x[:50]))
