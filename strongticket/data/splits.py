@@ -115,8 +115,6 @@ def load_splits(name: str, *, val_fraction: float = 0.1, root: str | Path | None
         raise ValueError(f"data must be one of {', '.join(DATASETS)}, got {name!r}")
     if name in _PLANTED:
         return _planted_splits(_PLANTED[name], val_fraction)
-    if name in _SEQUENCES:
-        return _sequence_splits(_SEQUENCES[name], val_fraction)
     if name == "digits":
         images, labels = load_digits()
         order = torch.from_numpy(permutation(_SPLIT_SEED, labels.shape[0]))
@@ -126,6 +124,11 @@ def load_splits(name: str, *, val_fraction: float = 0.1, root: str | Path | None
         full = Split(images, labels)
         train_all, test = full.take(rest), full.take(test_idx)
         num_classes = 10
+    elif name in _SEQUENCES:  # token sequences (strongticket.data.sequences): int64 tokens and labels (n, T)
+        from .sequences import VOCAB, make_sequences
+
+        train_x, train_y, test_x, test_y = (torch.from_numpy(a) for a in make_sequences(_SEQUENCES[name]))
+        train_all, test, num_classes = Split(train_x, train_y), Split(test_x, test_y), VOCAB
     else:
         if root is None:
             raise ValueError(f"data {name} is read from local files: give data_root (--data-root), got none")
@@ -162,23 +165,6 @@ def _planted_splits(task: str, val_fraction: float) -> Splits:
     d_in, d_out = task_dims(task)
     return Splits(split(data.x_train, data.y_train), split(data.x_val, data.y_val),
                   split(data.x_test, data.y_test), (d_in,), d_out, kind)
-
-
-def _sequence_splits(task: str, val_fraction: float) -> Splits:
-    """The token-sequence task ``task`` (:mod:`strongticket.data.sequences`): int64 tokens (n, T) and labels
-    (n, T); the validation split carved from the training sequences like every other data set's."""
-    from .sequences import VOCAB, make_sequences
-
-    train_x, train_y, test_x, test_y = (torch.from_numpy(a) for a in make_sequences(task))
-    train_all, test = Split(train_x, train_y), Split(test_x, test_y)
-    n = len(train_all)
-    n_val = round(val_fraction * n)
-    if not 1 <= n_val < n:
-        raise ValueError(f"val_fraction must leave at least one example in validation and in training, "
-                         f"got {val_fraction} of {n}")
-    order = torch.from_numpy(permutation(_SPLIT_SEED, n, layer=1))
-    val, train = train_all.take(order[:n_val].sort().values), train_all.take(order[n_val:].sort().values)
-    return Splits(train, val, test, tuple(train.x.shape[1:]), VOCAB)
 
 
 def _stats_of(x: Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
