@@ -159,6 +159,10 @@ class SearchConfig:
         for name in ("depth", "heads"):
             if getattr(self, name) != _DEFAULTS[name] and self.model != "transformer":
                 raise ValueError(f"{name} applies to model transformer only, got model {self.model!r}")
+        if self.model == "transformer":
+            d_model = max(1, round((self.widths or (64, 128))[0] * self.width))
+            if d_model % self.heads:
+                raise ValueError(f"heads must divide d_model ({d_model}: widths[0] x width), got heads {self.heads}")
         if self.model == "transformer" and not self.data.startswith("seq-"):
             raise ValueError(f"model transformer needs a token-sequence data set (seq-sort, seq-reverse), "
                              f"got data {self.data!r}")

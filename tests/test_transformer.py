@@ -299,6 +299,8 @@ def test_config_checks_transformer_fields():
         SearchConfig(depth=3)
     with pytest.raises(ValueError, match=r"heads must be an integer in \[1, 64\], got 0"):
         SearchConfig(model="transformer", data="seq-sort", heads=0)
+    with pytest.raises(ValueError, match=r"heads must divide d_model \(48: widths\[0\] x width\), got heads 5"):
+        SearchConfig(model="transformer", data="seq-sort", width=0.75, heads=5)
     with pytest.raises(ValueError, match=r"widths of transformer must be d_model,d_ff \(2 values\), got \[64\]"):
         SearchConfig(model="transformer", data="seq-sort", widths=(64,))
 
