@@ -32,6 +32,10 @@ Two weight variants, both reproducible from the seed and carried by a ticket:
     last re-drew it (0: never); its value is generation g of the same seeded init (``init_weight(...,
     generation=g)``), so seed + generations + mask give the network back. ``weight`` itself never changes.
 
+A layer built with ``share=other`` computes with ``other``'s frozen weight — the same Parameter, one tensor in memory
+(``weight_stream`` names the random stream it came from; ``layer_index`` still names the layer's own scores) — with
+its own scores and mask (shared random weights, Shen et al. 2021).
+
 Paper: Ramanujan et al., "What's Hidden in a Randomly Weighted Neural Network?", CVPR 2020.
 """
 
