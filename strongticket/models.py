@@ -266,11 +266,11 @@ def planted_network(input_shape: Sequence[int], num_classes: int, widths: Sequen
 
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "mlp": MLP,
-    "transformer": Transformer,
     **{name: _variant(ConvNet, name) for name in _CONV_PLANS},
     "planted": planted_network,
     "planted-scaled": functools.partial(planted_network, scaled=True),
     **{name: _variant(ResNet, name) for name in _RESNET_PLANS},
+    "transformer": Transformer,
 }
 
 

@@ -43,7 +43,7 @@ def test_unknown_model_lists_the_valid_ones(capsys):
     code, _, err = _run(capsys, "search", "--model", "resnet999")
     assert code == 2
     assert err == ("strongticket: error: model must be one of mlp, conv2, conv4, conv6, conv8, planted, "
-                   "planted-scaled, resnet20, resnet18, got 'resnet999'\n")
+                   "planted-scaled, resnet20, resnet18, transformer, got 'resnet999'\n")
 
 
 def test_config_file_then_flags_override(tmp_path, capsys):
