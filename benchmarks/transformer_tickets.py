@@ -151,8 +151,8 @@ def main(argv: list[str] | None = None) -> None:
     first = results[TASKS[0]]
     lines += ["", f"Frozen weights in memory: {first['ticket'][0]['frozen_elements']:,} (one per layer) vs "
               f"{first['shared'][0]['frozen_elements']:,} (shared, one matrix per shape); ticket "
-              f"{first['ticket'][0]['ticket_bytes']:,} vs {first['shared'][0]['ticket_bytes']:,} bytes (seed + one mask "
-              f"per layer either way); kept {first['ticket'][0]['kept']:,} weights. Search time per run (mean): "
+              f"{first['ticket'][0]['ticket_bytes']:,} vs {first['shared'][0]['ticket_bytes']:,} bytes (seed + one "
+              f"mask per layer either way); kept {first['ticket'][0]['kept']:,} weights. Search time per run (mean): "
               f"{statistics.fmean(c['seconds'] for t in results.values() for c in t['ticket']):.1f} s ticket, "
               f"{statistics.fmean(c['seconds'] for t in results.values() for c in t['shared']):.1f} s shared, "
               f"{statistics.fmean(c['seconds'] for t in results.values() for c in t['dense']):.1f} s dense training "
@@ -163,8 +163,8 @@ def main(argv: list[str] | None = None) -> None:
     lines += ["", "seq-sort against density (per token / whole sequence):", "",
               "| density | strong ticket | strong ticket, shared weights |", "|---|---|---|"]
     for d in densities:
-        cells = [f"{summarize([c['acc'] for c in sweep[share, d]])} / {summarize([c['seq_acc'] for c in sweep[share, d]])}"
-                 for share in (False, True)]
+        cells = [f"{summarize([c['acc'] for c in sweep[share, d]])} / "
+                 f"{summarize([c['seq_acc'] for c in sweep[share, d]])}" for share in (False, True)]
         lines.append(f"| {d:g} | " + " | ".join(cells) + " |")
     results["sort_density"] = {f"{'shared' if share else 'ticket'}-{d:g}": cells for (share, d), cells in sweep.items()}
     table = "\n".join(lines) + "\n"

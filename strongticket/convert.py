@@ -55,7 +55,8 @@ _OTHER = ("skip", "parametrize")
 # modules that read their Linear children's .weight directly (attention's out_proj; the transformer layers' fast
 # path in evaluation): those children are parametrized in place, never replaced, so .weight is W ⊙ M everywhere
 _READS_WEIGHTS = (nn.MultiheadAttention, nn.TransformerEncoderLayer, nn.TransformerDecoderLayer)
-_NORMS = (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._NormBase, *((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ()))
+_NORMS = (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._NormBase,
+          *((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ()))
 
 
 class TopKMask(nn.Module):

@@ -48,7 +48,8 @@ def better(task: str, new: float, old: float | None) -> bool:
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, split: Split, batch_size: int = 512) -> tuple[float, float]:
     """(metric, mean loss) of ``model`` on ``split``, in a fixed batch order: (accuracy, mean cross-entropy) for
-    a classification split (per position when the labels are sequences (n, T): outputs (n, classes, T)), (MSE, MSE) for a regression split (``split.task``; MSE over examples and outputs)."""
+    a classification split (per position when the labels are sequences (n, T): outputs (n, classes, T)), (MSE, MSE)
+    for a regression split (``split.task``; MSE over examples and outputs)."""
     model.eval()
     correct, loss_sum = 0, 0.0
     for b in batches(split, batch_size):

@@ -304,8 +304,8 @@ class MaskedLayer(nn.Module):
         self._redrawn = (version_key(self.generation), current)
 
     def _draw(self, generation: int) -> Tensor:
-        return init_weight(tuple(self.scores.shape), self.init, self.seed, self.weight_stream, density=self._init_density,
-                           scale_fan=self.scale_fan, generation=generation)
+        return init_weight(tuple(self.scores.shape), self.init, self.seed, self.weight_stream,
+                           density=self._init_density, scale_fan=self.scale_fan, generation=generation)
 
     def load_generation(self, generation: Tensor) -> None:
         """Set every weight's generation (from a ticket or checkpoint); the weights are re-drawn to match."""

@@ -94,7 +94,8 @@ def test_same_seed_same_model_other_seed_other_weights():
         (lambda: MaskedConv2d(3, 4, 3, groups=2), r"divisible by groups \(2\)"),
         (lambda: MaskedConv2d(3, 4, 0), "kernel_size must be an integer >= 1"),
         (lambda: MLP((64,), 10, (16, -3)), r"widths\[1\] must be a positive integer, got -3"),
-        (lambda: build_model("resnet999", (64,), 10), "model must be one of mlp, conv2, .*, resnet18, transformer, got 'resnet999'"),
+        (lambda: build_model("resnet999", (64,), 10),
+         "model must be one of mlp, conv2, .*, resnet18, transformer, got 'resnet999'"),
         (lambda: MaskedLinear(3, 3, init="zeros"), "init must be one of"),
     ],
 )

@@ -67,7 +67,8 @@ def test_convert_masks_every_weight_of_nn_transformer_attention_included():
     # the literature's policy: biases zero, layer norms non-affine (gain 1, shift 0), all frozen
     assert all(float(p.abs().max()) == 0 for n, p in converted.named_parameters() if n.endswith("bias")
                and "norm" not in n)
-    assert all(torch.equal(p, torch.ones_like(p)) for n, p in converted.named_parameters() if n.endswith("norm1.weight"))
+    gains = [p for n, p in converted.named_parameters() if n.endswith("norm1.weight")]
+    assert gains and all(torch.equal(p, torch.ones_like(p)) for p in gains)
 
 
 def test_the_acceptance_model_with_torch_defaults_is_masked_whole():
