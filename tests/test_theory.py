@@ -11,7 +11,15 @@ from torch import nn
 from strongticket.random import init_weight
 from strongticket.theory.cli import add_theory_parser
 from strongticket.theory.constructions import build_model, construct, pensia, uniform_elements
-from strongticket.theory.subset_sum import best_subsets, brute_force_subsets, coverage_error, smallest_subset
+from strongticket.theory.subset_sum import (
+    MAX_VALUES,
+    WORK_BUDGET,
+    best_subsets,
+    brute_force_subsets,
+    coverage_error,
+    exact_limit,
+    smallest_subset,
+)
 from strongticket.theory.sweep import plot_sweep, read_csv, run_sweep, summary_table, write_csv
 from strongticket.theory.targets import random_target, target_from_sequential, target_sha256
 from strongticket.theory.ticket import evaluate_theory_ticket, load_theory_ticket, save_theory_ticket
@@ -25,7 +33,7 @@ from strongticket.theory.verify import (
     target_function,
     universality,
 )
-from strongticket.theory.widths import calibrated_block, paper_widths, width_report
+from strongticket.theory.widths import calibrated_block, paper_widths, split_block, width_report
 from strongticket.ticket import TicketError
 
 # ----------------------------------------------------------------------------------------------------------
@@ -51,6 +59,41 @@ def test_meet_in_the_middle_equals_brute_force(n):
     assert np.allclose(np.where(chosen, values, 0).sum(1), sums, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("n, exact", [(30, 12), (41, 9), (64, 14)])
+def test_beyond_the_exact_limit_the_prefix_is_searched_exactly(n, exact):
+    # issue 15: more than 40 candidates used to raise; now the first `exact` are searched, the rest stay unused
+    rng = np.random.default_rng(n)
+    values = rng.uniform(0, 1, (200, n)) * rng.uniform(-1, 1, (200, n))
+    targets = rng.uniform(-0.5, 0.5, 200)
+    chosen, sums = best_subsets(values, targets, exact)
+    _, prefix_sums = brute_force_subsets(values[:, :exact], targets)
+    assert not chosen[:, exact:].any()
+    assert np.allclose(np.abs(sums - targets), np.abs(prefix_sums - targets), rtol=0, atol=1e-13)
+    assert np.array_equal(np.where(chosen, values, 0).sum(1), sums)
+
+
+def test_exact_limit_fits_the_work_budget():
+    assert exact_limit(0) == exact_limit(1) == MAX_VALUES
+    assert exact_limit(10**9) == 20  # the floor: never a worse search than 20 candidates
+    for instances in (4416, 155648, 784000):
+        k = exact_limit(instances)
+        assert instances * (2 ** (k // 2) + 2 ** (k - k // 2)) <= WORK_BUDGET
+        assert k == MAX_VALUES or instances * (2 ** ((k + 1) // 2) + 2 ** (k + 1 - (k + 1) // 2)) > WORK_BUDGET
+    with pytest.raises(ValueError, match=r"exact must be an integer in \[1, 40\], got 41"):
+        best_subsets(np.zeros((1, 3)), np.zeros(1), 41)
+
+
+def test_pensia_with_more_than_40_candidates_per_sign_builds_and_matches_its_model():
+    # block 120 draws ~60 candidates per sign; exact=10 keeps the test fast, the identity and bound must still hold
+    c = pensia(random_target([3, 2, 1], 7), 0, 120, exact=10)
+    search = c.info["subset_search"]
+    assert search["candidates_max"] > 40 and search["exact"] == 10
+    assert search["instances"] == search["instances_exact"] + search["instances_prefix"] == 3 * 2 * 2 + 2
+    assert identity_check(c, samples=500) <= 1e-10
+    emp = empirical_sup_error(target_function(c.target), pruned_forward(build_model(c)), 3, samples=500, steps=10)
+    assert certified_bound(c) >= emp["sup"]
+
+
 def test_smallest_subset_is_minimal_and_within_tol():
     rng = np.random.default_rng(1)
     for _ in range(20):
@@ -73,8 +116,8 @@ def test_coverage_error_of_a_dyadic_block():
 def test_bad_subset_inputs_name_the_field():
     with pytest.raises(ValueError, match=r"targets must have shape \(2,\)"):
         best_subsets(np.zeros((2, 3)), np.zeros(3))
-    with pytest.raises(ValueError, match=r"candidates per pair must be in \[0, 40\], got 41"):
-        best_subsets(np.zeros((1, 41)), np.zeros(1))
+    with pytest.raises(ValueError, match=r"candidates per pair must be in \[0, 20\] for brute force, got 21"):
+        brute_force_subsets(np.zeros((1, 21)), np.zeros(1))
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -197,8 +240,25 @@ def test_universality_one_net_many_targets():
 
 
 def test_calibrated_pensia_block_matches_the_worked_example():
-    # reference §3.3: [5,10,1], eps 0.01, delta 0.1 -> 19 per sign for 1% + 5 = 24, m = 48 (first layer)
-    assert calibrated_block("pensia", [5, 10, 1], 0.01, 0.1)[0] == 48
+    # reference §3.3: [5,10,1], eps 0.01, delta 0.1 -> 19 per sign for 1%, q = 0.1/120. The reference's m = 2·24 = 48
+    # assumed 24 per sign; under the Binomial(m, 1/2) sign split the block must be larger (issue 15).
+    assert calibrated_block("pensia", [5, 10, 1], 0.01, 0.1)[0] == split_block(19, 0.1 / 120) == 55
+
+
+def test_split_block_matches_a_simulated_sign_split():
+    # failure of one instance: 1% at p candidates, x0.55 per extra one, capped at 1; k ~ Binomial(m, 1/2)
+    rng = np.random.default_rng(0)
+    p, q = 19, 1e-3
+    m = split_block(p, q)
+
+    def simulated(m):
+        k = rng.binomial(m, 0.5, 2_000_000)
+        return np.mean(np.minimum(1.0, 0.01 * 0.55 ** (k - p)))
+
+    assert simulated(m) <= q * 1.05 and simulated(m - 2) > q
+    assert m > 2 * (p + 4)  # more than the old "m/2 per sign" block (p + ceil(ln(10)/ln(1/0.55)) per sign)
+    with pytest.raises(ValueError, match="q must be in \\(0, 1\\), got 0"):
+        split_block(19, 0)
 
 
 def test_paper_widths_keep_the_constant_symbolic():
@@ -287,6 +347,9 @@ def _cli(capsys, *argv):
         (["verify", "--draws", "0"], "draws must be an integer in [1, 100000], got 0"),
         (["verify", "--block", "1"], "block[0] must be an integer in [2, 16777216], got 1"),
         (["verify", "--subset", "smallest"], "tol must be in (0, 1) for subset='smallest', got None"),
+        (["verify", "--exact", "41"], "exact must be an integer in [1, 40], got 41"),
+        (["verify", "--exact", "x"], "exact must be 'auto' or an integer in [1, 40], got 'x'"),
+        (["verify", "--construction", "malach", "--exact", "20"], "exact must be 'auto' for malach"),
         (["width", "--eps", "nan"], "eps must be in (0, 1), got nan"),
         (["sweep", "--constructions", "lueker"], "constructions must be a comma-separated subset of"),
     ],
@@ -302,6 +365,6 @@ def test_cli_verify_width_and_json(capsys, tmp_path):
                      "--samples", "1000", "--steps", "20", "--ticket", str(tmp_path / "t.safetensors"))
     assert code == 0 and "success (sup-error <= 0.01) 2/2" in out and (tmp_path / "t.safetensors").exists()
     code, out = _cli(capsys, "width", "--construction", "pensia", "--json")
-    assert code == 0 and json.loads(out)["calibrated_block"][0] == 48
+    assert code == 0 and json.loads(out)["calibrated_block"][0] == 55
     code, out = _cli(capsys, "width")
     assert code == 0 and "Lueker" in out and "burkholz" in out and "malach" in out

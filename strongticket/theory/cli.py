@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .constructions import CONSTRUCTIONS, SUBSET_RULES
+from .subset_sum import MAX_VALUES
 
 __all__ = ["add_theory_parser"]
 
@@ -90,6 +91,14 @@ def _verify(ns: argparse.Namespace) -> int:
         if ns.construction in ("malach", "orseau"):
             raise ValueError(f"subset must be 'best' for {ns.construction} (no subset search), got {ns.subset!r}")
         kwargs = {"subset": ns.subset, "tol": ns.tol}
+    if ns.exact != "auto":
+        if ns.construction in ("malach", "orseau"):
+            raise ValueError(f"exact must be 'auto' for {ns.construction} (no subset search), got {ns.exact!r}")
+        try:
+            exact = int(ns.exact)
+        except ValueError:
+            raise ValueError(f"exact must be 'auto' or an integer in [1, {MAX_VALUES}], got {ns.exact!r}") from None
+        kwargs["exact"] = _int_in(exact, "exact", 1, MAX_VALUES)
     if ns.construction == "orseau":
         kwargs = {"eps": eps}  # the hyperbolic ranges follow eps (products cover [eps_w/4, 2])
     rows = []
@@ -102,7 +111,14 @@ def _verify(ns: argparse.Namespace) -> int:
             from .ticket import save_theory_ticket
 
             save_theory_ticket(ns.ticket, c, summary=res, target_source={"source": "random", "seed": ns.target_seed})
+        search = c.info.get("subset_search")
+        if search is not None:
+            res["subset_search"] = search
         if not ns.json:
+            if search is not None:
+                print(f"draw {r:3d}  subset sums: {search['instances']:,} instances, exact over all candidates for "
+                      f"{search['instances_exact']:,}, over the first {search['exact']} of up to "
+                      f"{search['candidates_max']} for {search['instances_prefix']:,} (errors measured, not assumed)")
             print(f"draw {r:3d}  seed {c.seed}  sup-error {res['empirical']:.3e}  certified {res['certified']:.3e}  "
                   f"identity {res['identity_max_diff']:.1e}  kept {res['kept']:,}/{res['random_params']:,}  "
                   f"{'ok' if res['success'] else 'FAIL'}  {res['construct_seconds'] + res['verify_seconds']:.2f} s")
@@ -225,6 +241,9 @@ def add_theory_parser(subparsers: Any) -> None:
     ver.add_argument("--target-seed", type=int, default=1000, help="target seed of draw 0 (default: 1000)")
     ver.add_argument("--subset", choices=SUBSET_RULES, default="best", help="exact best subset or smallest within tol")
     ver.add_argument("--tol", type=float, default=None, help="per-weight tolerance for --subset smallest")
+    ver.add_argument("--exact", default="auto",
+                     help=f"candidates per subset sum searched exactly (1..{MAX_VALUES}); 'auto' (default) picks the "
+                          "most that fit a fixed work budget; beyond it the first ones are searched, errors measured")
     ver.add_argument("--samples", type=int, default=20000, help="sphere samples for the sup-error (default: 20000)")
     ver.add_argument("--steps", type=int, default=150, help="projected gradient ascent steps (default: 150)")
     ver.add_argument("--ticket", default=None, help="save draw 0 as a ticket at this path")

@@ -51,7 +51,7 @@ import torch
 from torch import nn
 
 from ..random import MAX_COUNTERS, STREAM_WEIGHT, hyperbolic_from_words, init_weight, random_words
-from .subset_sum import MAX_VALUES, best_subsets, smallest_subset, subset_sum
+from .subset_sum import MAX_VALUES, best_subsets, exact_limit, smallest_subset, subset_sum
 from .targets import Target, check_dims, dims_of
 
 __all__ = [
@@ -185,11 +185,14 @@ def _diag_block(seed: int, layer: int, d_in: int, m: int, init_range: tuple[floa
 # ----------------------------------------------------------------------------------------------------------
 
 
-def _select(values: np.ndarray, targets: np.ndarray, allowed: np.ndarray, rule: str, tol: float | None) -> np.ndarray:
+def _select(values: np.ndarray, targets: np.ndarray, allowed: np.ndarray, rule: str, tol: float | None,
+            stats: dict[str, int] | None = None) -> np.ndarray:
     """Chosen (R, d_in, n) bool: per (r, j) a subset of {q : allowed[j, q]} approximating targets[r, j].
 
     values (R, d_in, n) candidate values, targets (R, d_in), allowed (d_in, n). Inputs with the same number of
-    allowed candidates are solved together as one batch of R·(#inputs) rows.
+    allowed candidates are solved together as one batch of R·(#inputs) rows. ``stats`` (subset rules only) holds
+    "exact" (the exact-search limit K, ``subset_sum.best_subsets``) and counts the rows searched over all their
+    candidates ("instances_exact") or over the first K ("instances_prefix"), and the largest count seen.
     """
     r_rows, d_in, _ = values.shape
     chosen = np.zeros(values.shape, dtype=bool)
@@ -208,10 +211,11 @@ def _select(values: np.ndarray, targets: np.ndarray, allowed: np.ndarray, rule: 
         elif rule == "greedy":
             sub = greedy_subsets(vals, tgt)
         else:
-            if count > MAX_VALUES:
-                raise ValueError(f"candidates per sign must be in [1, {MAX_VALUES}] for exact subset sums, got "
-                                 f"{count} (use a smaller block)")
-            sub, _ = best_subsets(vals, tgt)
+            exact = MAX_VALUES if stats is None else stats["exact"]
+            sub, _ = best_subsets(vals, tgt, exact)
+            if stats is not None:
+                stats["instances_exact" if count <= exact else "instances_prefix"] += len(tgt)
+                stats["candidates_max"] = max(stats["candidates_max"], int(count))
             if rule == "smallest":
                 for p in range(len(tgt)):
                     small = smallest_subset(vals[p], tgt[p], tol)
@@ -221,6 +225,17 @@ def _select(values: np.ndarray, targets: np.ndarray, allowed: np.ndarray, rule: 
         rr = np.arange(r_rows)[:, None, None]
         chosen[rr, js[None, :, None], idx[None, :, :]] = sub
     return chosen
+
+
+def _subset_stats(instances: int, exact: int | None) -> dict[str, int]:
+    """The ``stats`` of ``_select``: K = ``exact`` or, if None, ``exact_limit(instances)`` (fixed before any work)."""
+    if exact is None:
+        exact = exact_limit(instances)
+    elif isinstance(exact, bool) or not isinstance(exact, (int, np.integer)) or not 1 <= exact <= MAX_VALUES:
+        raise ValueError(f"exact must be an integer in [1, {MAX_VALUES}] or None (chosen from the work), "
+                         f"got {exact!r}")
+    return {"exact": int(exact), "instances": int(instances), "instances_exact": 0, "instances_prefix": 0,
+            "candidates_max": 0}
 
 
 def greedy_subsets(values: np.ndarray, targets: np.ndarray) -> np.ndarray:
@@ -283,10 +298,14 @@ def _check_rule(subset: str, tol: float | None) -> None:
 
 
 def _two_level(name: str, target: Target, seed: int, blocks: list[int], rule: str, tol: float | None,
-               ranges: list[tuple[tuple[float, float], tuple[float, float]]] | None = None) -> Construction:
+               ranges: list[tuple[tuple[float, float], tuple[float, float]]] | None = None,
+               exact: int | None = None) -> Construction:
     """Depth 2l; ``ranges[i]`` = hyperbolic (low, high) of the A and B layers of target layer i (None: uniform)."""
     start = time.perf_counter()
     dims = dims_of(target)
+    stats = None
+    if rule in SUBSET_RULES:  # one subset sum per (o, j, sign), both signs in layer 0 only
+        stats = _subset_stats(sum(w.size * (2 if i == 0 else 1) for i, w in enumerate(target)), exact)
     widths = [dims[0]]
     for i in range(len(target)):
         widths += [dims[i] * blocks[i], dims[i + 1]]
@@ -297,11 +316,11 @@ def _two_level(name: str, target: Target, seed: int, blocks: list[int], rule: st
         a = _diag_block(seed, 2 * i, d_in, m, range_a)  # (d_in, m)
         b = random_layer_weight(seed, 2 * i + 1, (d_out, d_in * m), range_b).reshape(d_out, d_in, m)
         products = a[None] * b  # (d_out, d_in, m): exact in float64 (24-bit x 24-bit mantissas)
-        chosen = _select(products, w, a > 0, rule, tol)
+        chosen = _select(products, w, a > 0, rule, tol, stats)
         w_plus = _realised(products, chosen & (a > 0)[None])
         w_minus = None
         if i == 0:
-            chosen |= _select(products, w, a < 0, rule, tol)
+            chosen |= _select(products, w, a < 0, rule, tol, stats)
             w_minus = _realised(products, chosen & (a < 0)[None])
         mask_a = np.zeros((d_in * m, d_in), dtype=bool)
         mask_a[np.arange(d_in * m), np.repeat(np.arange(d_in), m)] = chosen.any(axis=0).reshape(-1)
@@ -312,10 +331,12 @@ def _two_level(name: str, target: Target, seed: int, blocks: list[int], rule: st
         candidates.append([int((a > 0).sum(axis=1).min()), int((a > 0).sum(axis=1).max())])
     _prune_dead(masks)
     init_ranges = None if ranges is None else [r for pair in ranges for r in pair]
+    info: dict[str, Any] = {"positive_candidates_min_max": candidates}
+    if stats is not None:
+        info["subset_search"] = stats
     return Construction(name, target, seed, widths, masks, effective, blocks, [1] * len(target),
                         [1] * len(target), errors, subset="one" if rule == "one" else rule,
-                        seconds=time.perf_counter() - start, info={"positive_candidates_min_max": candidates},
-                        init_ranges=init_ranges)
+                        seconds=time.perf_counter() - start, info=info, init_ranges=init_ranges)
 
 
 def malach(target: Target, seed: int, block: int | Sequence[int]) -> Construction:
@@ -325,15 +346,17 @@ def malach(target: Target, seed: int, block: int | Sequence[int]) -> Constructio
 
 
 def pensia(target: Target, seed: int, block: int | Sequence[int], subset: str = "best",
-           tol: float | None = None) -> Construction:
+           tol: float | None = None, exact: int | None = None) -> Construction:
     """Pensia et al. 2020: ``block`` = m = 2n neurons per input coordinate per target layer (≈n per sign).
 
-    ``subset="best"``: exact best subset per weight (meet in the middle); ``"smallest"``: fewest products within
-    ``tol`` (MILP; falls back to the best subset where none is within ``tol``).
+    ``subset="best"``: best subset per weight (meet in the middle), exact over the first ``exact`` candidates of
+    each sign (None: ``subset_sum.exact_limit`` of the instance count; ``info["subset_search"]`` says how many
+    instances were searched over all their candidates); ``"smallest"``: fewest products within ``tol`` (MILP;
+    falls back to the best subset where none is within ``tol``).
     """
     blocks = _per_layer(block, len(target), "block", 2)
     _check_rule(subset, tol)
-    return _two_level("pensia", target, seed, blocks, subset, tol)
+    return _two_level("pensia", target, seed, blocks, subset, tol, exact=exact)
 
 
 def orseau_ranges(dims: Sequence[int], eps: float, high: float = 2.0) -> list[tuple[tuple[float, float],
@@ -377,14 +400,19 @@ def orseau(target: Target, seed: int, block: int | Sequence[int], eps: float = 0
 # ----------------------------------------------------------------------------------------------------------
 
 
-def burkholz(target: Target, seed: int, rho: int, subset: str = "best", tol: float | None = None) -> Construction:
-    """Burkholz 2022 (L+1 depth, bias-free ReLU case): ``rho`` copies of every hidden target neuron."""
+def burkholz(target: Target, seed: int, rho: int, subset: str = "best", tol: float | None = None,
+             exact: int | None = None) -> Construction:
+    """Burkholz 2022 (L+1 depth, bias-free ReLU case): ``rho`` copies of every hidden target neuron.
+
+    ``exact`` as in :func:`pensia` (per copy, input and sign in layer 1; per copy and input later).
+    """
     (rho,) = _per_layer(rho, 1, "rho", 1)
     _check_rule(subset, tol)
     start = time.perf_counter()
     dims = dims_of(target)
     n_layers = len(target)
     row_copies = [rho if i < n_layers - 1 else 1 for i in range(n_layers)]
+    stats = _subset_stats(sum(row_copies[i] * w.size * (2 if i == 0 else 1) for i, w in enumerate(target)), exact)
     widths = [dims[0], 2 * rho * dims[0]] + [row_copies[i] * dims[i + 1] for i in range(n_layers)]
     masks, effective, errors = [], [], []
 
@@ -394,7 +422,7 @@ def burkholz(target: Target, seed: int, rho: int, subset: str = "best", tol: flo
     b = random_layer_weight(seed, 1, (rows, d0 * 2 * rho)).reshape(rows, d0, 2 * rho)
     products = a[None] * b
     w_rows = target[0][np.arange(rows) // row_copies[0]]  # (rows, d0): the target row of each copy
-    chosen = _select(products, w_rows, a > 0, subset, tol) | _select(products, w_rows, a < 0, subset, tol)
+    chosen = _select(products, w_rows, a > 0, subset, tol, stats) | _select(products, w_rows, a < 0, subset, tol, stats)
     w_plus = _realised(products, chosen & (a > 0)[None])
     w_minus = _realised(products, chosen & (a < 0)[None])
     mask_a = np.zeros((d0 * 2 * rho, d0), dtype=bool)
@@ -408,14 +436,15 @@ def burkholz(target: Target, seed: int, rho: int, subset: str = "best", tol: flo
         rows, d_in = widths[i + 2], dims[i]
         m = random_layer_weight(seed, i + 1, (rows, d_in * rho)).reshape(rows, d_in, rho)
         w_rows = target[i][np.arange(rows) // row_copies[i]]
-        chosen = _select(m, w_rows, np.ones((d_in, rho), dtype=bool), subset, tol)
+        chosen = _select(m, w_rows, np.ones((d_in, rho), dtype=bool), subset, tol, stats)
         realised = _realised(m, chosen)
         masks.append(chosen.reshape(rows, d_in * rho))
         effective.append((np.where(chosen, m, 0.0).reshape(rows, d_in * rho), None))
         errors.append(np.abs(realised - w_rows).ravel())
     _prune_dead(masks)
     return Construction("burkholz", target, seed, widths, masks, effective, [rho] * n_layers, row_copies,
-                        [1] + [rho] * (n_layers - 1), errors, subset=subset, seconds=time.perf_counter() - start)
+                        [1] + [rho] * (n_layers - 1), errors, subset=subset, seconds=time.perf_counter() - start,
+                        info={"subset_search": stats})
 
 
 CONSTRUCTIONS = {"malach": malach, "pensia": pensia, "burkholz": burkholz, "orseau": orseau}
