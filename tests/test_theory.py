@@ -24,6 +24,7 @@ from strongticket.theory.sweep import plot_sweep, read_csv, run_sweep, summary_t
 from strongticket.theory.targets import random_target, target_from_sequential, target_sha256
 from strongticket.theory.ticket import evaluate_theory_ticket, load_theory_ticket, save_theory_ticket
 from strongticket.theory.verify import (
+    alive_neurons,
     certified_bound,
     clopper_pearson,
     empirical_sup_error,
@@ -165,6 +166,27 @@ def test_pruned_random_net_equals_effective_net_and_bound_holds(name, block, kwa
     assert identity_check(c, model, samples=2000) <= 1e-10
     emp = empirical_sup_error(target_function(c.target), pruned_forward(model), dims[0], samples=2000, steps=40)
     assert certified_bound(c) >= emp["sup"] >= emp["sampled"]
+
+
+def test_alive_neurons_drop_unread_and_unfed_hidden_neurons():
+    m0 = torch.tensor([[1, 0], [0, 1], [1, 1], [0, 0]], dtype=torch.bool)  # hidden 3 has no input
+    m1 = torch.tensor([[1, 0, 0, 1], [0, 0, 0, 1], [1, 0, 0, 0]], dtype=torch.bool)  # hidden 1, 2 never read
+    m2 = torch.tensor([[1, 1, 0]], dtype=torch.bool)  # level-2 neuron 2 is not read; neuron 1 is fed by hidden 3 only
+    alive = alive_neurons([m0, m1, m2])
+    assert [a.tolist() for a in alive] == [[0, 1], [0], [0], [0]]
+
+
+def test_pruned_forward_on_a_wide_malach_net_equals_the_dense_one():
+    # issue 15: verification used to push every sample through all random neurons (4.9 GB at Malach block 3000)
+    c = construct("malach", random_target([3, 4, 1], 2), 0, 3000)
+    model = build_model(c)
+    x = torch.from_numpy(np.random.default_rng(0).normal(size=(64, 3)))
+    h = x
+    for k, layer in enumerate(m for m in model if hasattr(m, "mask")):
+        h = h @ (layer.weight.double() * layer.mask).T
+        h = torch.relu(h) if k < c.depth - 1 else h
+    assert torch.allclose(pruned_forward(model)(x), h, rtol=0, atol=1e-12)
+    assert identity_check(c, model, samples=3000, chunk=512) <= 1e-12
 
 
 def test_construction_is_reproducible_bit_for_bit():
@@ -350,6 +372,9 @@ def _cli(capsys, *argv):
         (["verify", "--exact", "41"], "exact must be an integer in [1, 40], got 41"),
         (["verify", "--exact", "x"], "exact must be 'auto' or an integer in [1, 40], got 'x'"),
         (["verify", "--construction", "malach", "--exact", "20"], "exact must be 'auto' for malach"),
+        (["verify", "--construction", "malach", "--target-widths", "16,16,10"],
+         "the malach random net for target [16, 16, 10] at block [1400463, 875289] has 1,081,157,280 weights and "
+         "needs about 30.2 GB to build, more than max_params 268,435,456 (--max-params)"),
         (["width", "--eps", "nan"], "eps must be in (0, 1), got nan"),
         (["sweep", "--constructions", "lueker"], "constructions must be a comma-separated subset of"),
     ],

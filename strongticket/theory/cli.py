@@ -59,15 +59,30 @@ def _block(text: str, name: str, dims: list[int], eps: float, delta: float) -> l
     return block * (len(dims) - 1) if len(block) == 1 else block
 
 
+def _available_bytes() -> int | None:
+    """Physical memory available now (Linux/macOS ``sysconf``), or None where it cannot be read."""
+    import os
+
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
 def _check_params(name: str, dims: list[int], block: list[int], max_params: int) -> None:
-    """The random net of ``name`` at ``block`` must have at most ``max_params`` weights: checked before it is drawn."""
-    from .widths import random_net_widths
+    """The random net of ``name`` at ``block`` must have at most ``max_params`` weights and fit in the memory available
+    now: checked before anything is drawn, one line naming both."""
+    from .widths import build_bytes, random_net_widths
 
     widths = random_net_widths(name, dims, block)
     params = sum(a * b for a, b in zip(widths, widths[1:]))
-    if params > max_params:
-        raise ValueError(f"the {name} random net for target {dims} at block {block} has {params:,} weights, more than "
-                         f"max_params {max_params:,} (--max-params)")
+    need = build_bytes(name, dims, block)
+    have = _available_bytes()
+    if params > max_params or (have is not None and need > have):
+        limit = (f"more than max_params {max_params:,} (--max-params)" if params > max_params
+                 else f"more than the {have / 1e9:.1f} GB of memory available")
+        raise ValueError(f"the {name} random net for target {dims} at block {block} has {params:,} weights and needs "
+                         f"about {need / 1e9:.1f} GB to build, {limit}")
 
 
 def _verify(ns: argparse.Namespace) -> int:

@@ -34,6 +34,7 @@ from .targets import Target, check_dims, random_target, target_forward
 __all__ = [
     "Forward",
     "effective_forward",
+    "alive_neurons",
     "pruned_forward",
     "target_function",
     "sphere_points",
@@ -73,14 +74,37 @@ def effective_forward(construction: Construction) -> Forward:
     return forward
 
 
+def alive_neurons(masks: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """Indices of the neurons of every level [d_0, h_1, ..., d_l] that can change the output: all inputs and outputs,
+    and each hidden neuron with a kept incoming weight and a kept outgoing weight to an alive neuron.
+
+    A hidden neuron without kept incoming weights outputs σ(0) = 0; one without kept outgoing weights is never read:
+    dropping both (and their weights) leaves the function unchanged exactly. masks: bool (out, in) per layer.
+    """
+    keep = [torch.ones(masks[0].shape[1], dtype=torch.bool)]
+    for mask in masks[:-1]:
+        keep.append(mask[:, keep[-1]].any(dim=1))
+    keep.append(torch.ones(masks[-1].shape[0], dtype=torch.bool))
+    for k in range(len(masks) - 1, 0, -1):  # backwards: read by an alive neuron of the next level
+        keep[k] &= masks[k][keep[k + 1]].any(dim=0)
+    return [torch.nonzero(k).flatten() for k in keep]
+
+
 def pruned_forward(model: nn.Module) -> Forward:
-    """g_S(x) of a strongticket model (MaskedLinear layers, ReLU between) in float64: (W ⊙ M) cast exactly."""
+    """g_S(x) of a strongticket model (MaskedLinear layers, ReLU between) in float64: (W ⊙ M) cast exactly.
+
+    Dead neurons (``alive_neurons``) are removed before any forward, so memory scales with the kept weights, not
+    with the random net's width (Malach's 10⁶-wide layers keep a few hundred weights).
+    """
     from ..nn import masked_layers
 
+    layers = masked_layers(model)
+    alive = alive_neurons([layer.mask.detach().bool().cpu() for layer in layers])
     weights = []
-    for layer in masked_layers(model):
-        w = layer.weight.detach().double() * layer.mask
-        if w.numel() > _DENSE_LIMIT:  # wide random layers are block sparse after pruning
+    for k, layer in enumerate(layers):
+        rows, cols = alive[k + 1], alive[k]
+        w = (layer.weight.detach().cpu()[rows][:, cols].double() * layer.mask.detach().cpu()[rows][:, cols])
+        if w.numel() > _DENSE_LIMIT:  # still wide after pruning: block sparse
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)  # "sparse CSR support is in beta"
                 w = w.to_sparse_csr()
@@ -104,12 +128,14 @@ def sphere_points(d: int, n: int, seed: int = 0) -> torch.Tensor:
 
 
 def identity_check(construction: Construction, model: nn.Module | None = None, samples: int = 10000,
-                   seed: int = 0) -> float:
-    """max |g_S(x) − ĝ(x)| over ``samples`` Gaussian inputs (float64); builds the model if not given."""
+                   seed: int = 0, chunk: int = 2048) -> float:
+    """max |g_S(x) − ĝ(x)| over ``samples`` Gaussian inputs (float64, ``chunk`` at a time); builds the model if not
+    given."""
     model = build_model(construction) if model is None else model
     x = torch.from_numpy(standard_normal(seed, _SPHERE_LAYER + 1, STREAM_DATA, samples, construction.widths[0]))
+    g, g_hat = pruned_forward(model), effective_forward(construction)
     with torch.no_grad():
-        return float((pruned_forward(model)(x) - effective_forward(construction)(x)).abs().max())
+        return max(float((g(c) - g_hat(c)).abs().max()) for c in x.split(chunk))
 
 
 def _norm2(a: np.ndarray) -> float:
