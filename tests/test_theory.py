@@ -241,6 +241,20 @@ def test_clopper_pearson_known_values():
     assert clopper_pearson(20, 20) == (pytest.approx(0.8316, abs=1e-4), 1.0)
 
 
+def test_success_against_one_minus_delta_is_judged_on_the_interval():
+    from strongticket.theory.verify import _summarise
+
+    def rows(ok, n):
+        return [{"success": i < ok, "certified_success": True, "certified_ge_empirical": True, "identity_max_diff": 0.0,
+                 "empirical": 0.0, "certified": 0.0} for i in range(n)]
+
+    assert _summarise(rows(1, 1), 0.01, 0.1)["verdict"] == "undecided"  # 1/1: CI [0.025, 1]
+    assert not _summarise(rows(1, 1), 0.01, 0.1)["meets_one_minus_delta"]
+    assert _summarise(rows(40, 40), 0.01, 0.1)["verdict"] == "meets"  # CI lower 0.912
+    assert _summarise(rows(25, 30), 0.01, 0.1)["verdict"] == "undecided"  # 25/30 = 0.83 < 0.9, CI upper 0.944
+    assert _summarise(rows(20, 30), 0.01, 0.1)["verdict"] == "below"  # CI upper 0.827 < 0.9
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("dims", [[5, 10, 1], [5, 8, 8, 1]])
 def test_acceptance_pensia_calibrated_width_succeeds_in_90_percent_of_20_draws(dims):
