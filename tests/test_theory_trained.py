@@ -137,6 +137,13 @@ def test_cli_verify_a_trained_digits_target_reports_accuracy_and_saves_a_loadabl
     net, ticket, cfg = load_ticket_model(tmp_path / "t.safetensors", device="cpu")
     assert cfg is None and ticket.config["kind"] == "theory"
     assert ticket.config["target"]["augmented"] and ticket.config["target"]["output_scale"] > 1
+    # eval rebuilds the ticket and reports the same agreement on the data it was verified on
+    from strongticket.cli import main
+
+    assert main(["eval", str(tmp_path / "t.safetensors")]) == 0
+    eval_out = capsys.readouterr().out
+    assert "target units" in eval_out
+    assert f"identical predictions {same:.2f}%" in eval_out
 
 
 def test_cli_target_errors_are_one_line(capsys, tmp_path):

@@ -177,7 +177,8 @@ def _verify(ns: argparse.Namespace) -> int:
         if ns.ticket and r == 0:
             from .ticket import save_theory_ticket
 
-            source = ({"source": "random", "seed": ns.target_seed} if scaled is None else scaled.source(ns.target))
+            source = ({"source": "random", "seed": ns.target_seed} if scaled is None
+                      else {**scaled.source(ns.target), **({"data": ns.data} if ns.data else {})})
             save_theory_ticket(ns.ticket, c, summary=res, target_source=source, model=model)
         if not ns.json:
             if search is not None:

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .targets import Target, target_sha256
+from .targets import Target, target_forward, target_sha256
 
 __all__ = ["MAX_TARGET_FILE_BYTES", "ScaledTarget", "read_mlp", "scale_target", "load_target_file", "data_agreement",
            "input_norm_max"]
@@ -43,7 +43,8 @@ class ScaledTarget:
 
     ``target``: bias-free layers with ‖W‖₂ ≤ 1 on the unit ball (input d_0 + 1 when ``augmented``);
     ``output_scale`` = S·R: original output = output_scale · target(x' / R); ``input_radius`` = R;
-    ``layer_scales`` = [s_i]; ``weights``/``biases``: the original network (float64).
+    ``layer_scales`` = [s_i]; ``weights``/``biases``: the original network (float64), or None when rebuilt from
+    a ticket (which stores the scaled target and the factors).
     """
 
     target: Target
@@ -51,8 +52,8 @@ class ScaledTarget:
     input_radius: float
     augmented: bool
     layer_scales: list[float]
-    weights: list[np.ndarray]
-    biases: list[np.ndarray | None]
+    weights: list[np.ndarray] | None
+    biases: list[np.ndarray | None] | None
 
     def unit_inputs(self, x: torch.Tensor) -> torch.Tensor:
         """x (B, d_0) in the original units → x'/R (B, d_0 [+1]) for the scaled target (float64)."""
@@ -62,7 +63,11 @@ class ScaledTarget:
         return x / self.input_radius
 
     def original(self, x: torch.Tensor) -> torch.Tensor:
-        """f(x) of the original network with its biases, float64: (B, d_0) → (B, d_l)."""
+        """f(x) of the original network with its biases, float64: (B, d_0) → (B, d_l); from the scaled target
+        (output_scale · f_s(x'/R), equal up to rounding) when the original layers are not at hand (a ticket)."""
+        if self.weights is None:
+            ws = [torch.from_numpy(np.asarray(w, dtype=np.float64)) for w in self.target]
+            return target_forward(ws, self.unit_inputs(x)) * self.output_scale
         h = x.to(torch.float64).reshape(x.shape[0], -1)
         for i, (w, b) in enumerate(zip(self.weights, self.biases)):
             h = h @ torch.from_numpy(w).T
@@ -75,8 +80,9 @@ class ScaledTarget:
     def source(self, path: str | Path | None = None) -> dict[str, Any]:
         """What a ticket records about this target (JSON-able)."""
         out = {"source": "file", "output_scale": self.output_scale, "input_radius": self.input_radius,
-               "augmented": self.augmented, "layer_scales": self.layer_scales,
-               "original_sha256": target_sha256(self.weights + [b for b in self.biases if b is not None])}
+               "augmented": self.augmented, "layer_scales": self.layer_scales}
+        if self.weights is not None:
+            out["original_sha256"] = target_sha256(self.weights + [b for b in self.biases or [] if b is not None])
         if path is not None:
             out["path"] = str(path)
         return out
