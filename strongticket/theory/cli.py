@@ -1,7 +1,10 @@
 """``strongticket theory verify | width | sweep``: the constructive proofs from the command line.
 
     strongticket theory verify --construction pensia --target-widths 5,10,1 --eps 0.01 --delta 0.1 --draws 20
-                               [--block calibrated|M|M1,M2] [--subset best|smallest --tol T] [--ticket PATH] [--json]
+                               [--block calibrated|M|M1,M2] [--subset best|smallest --tol T] [--exact auto|K]
+                               [--ticket PATH] [--json]
+    strongticket theory verify --construction pensia --target mlp.safetensors [--data mnist --data-root DIR]
+                               [--input-radius R]       # a trained MLP, biases allowed; eps in its units
     strongticket theory width  --construction pensia --target-widths 5,10,1 --eps 0.01 --delta 0.1 [--json]
     strongticket theory sweep  --target-widths 5,10,1 --eps 0.01 --draws 5 --out runs/theory-sweep
 
