@@ -189,6 +189,32 @@ def test_pruned_forward_on_a_wide_malach_net_equals_the_dense_one():
     assert identity_check(c, model, samples=3000, chunk=512) <= 1e-12
 
 
+def _burkholz_linf_bound(c):
+    # the former certified bound: every copy weighted by the worst copy's error, output sqrt(d_l) * max
+    target, b_prev = c.target, 1.0
+    plus, minus = c.effective[0]
+    w_rows = target[0][np.arange(plus.shape[0]) // c.row_copies[0]]
+    err = float(np.sqrt(((plus - w_rows) ** 2 + (minus - w_rows) ** 2).sum(axis=1)).max())
+    for i in range(1, len(target)):
+        b_prev *= np.linalg.norm(target[i - 1], 2)
+        e = c.effective[i][0]
+        rows, d_in = e.shape[0], target[i].shape[1]
+        blocks = e.reshape(rows, d_in, c.col_copies[i])
+        delta = blocks.sum(axis=2) - target[i][np.arange(rows) // c.row_copies[i]]
+        err = float((np.linalg.norm(delta, axis=1) * b_prev + np.abs(blocks).sum(axis=(1, 2)) * err).max())
+    return np.sqrt(target[-1].shape[0]) * err
+
+
+@pytest.mark.parametrize("dims, rho", [([5, 10, 1], 16), ([5, 8, 8, 3], 12)])
+def test_burkholz_per_copy_bound_is_tighter_and_still_holds(dims, rho):
+    for seed in range(3):
+        c = construct("burkholz", random_target(dims, 1000 + seed), seed, rho)
+        emp = empirical_sup_error(target_function(c.target), pruned_forward(build_model(c)), dims[0], samples=3000,
+                                  steps=40)
+        assert emp["sup"] <= certified_bound(c) <= _burkholz_linf_bound(c)
+    assert certified_bound(c) < 0.5 * _burkholz_linf_bound(c)
+
+
 def test_construction_is_reproducible_bit_for_bit():
     target = random_target([5, 10, 1], 1)
     a, b = pensia(target, 5, 24), pensia(target, 5, 24)
