@@ -20,7 +20,6 @@ Shapes: x (B, d_0) float64 → outputs (B, d_l). Recipe: Pensia et al. NeurIPS 2
 
 from __future__ import annotations
 
-import math
 import time
 import warnings
 from collections.abc import Callable, Sequence
