@@ -215,6 +215,20 @@ def test_burkholz_per_copy_bound_is_tighter_and_still_holds(dims, rho):
     assert certified_bound(c) < 0.5 * _burkholz_linf_bound(c)
 
 
+def test_burkholz_first_layer_is_u_minus_two_two_and_its_ticket_round_trips(tmp_path):
+    # the authors' code draws the expansion layer from U[-2, 2] (RelationalML/LT-existence, Utils/pruning.py)
+    c = construct("burkholz", random_target([4, 6, 1], 3), 2, 10)
+    model = build_model(c)
+    w0 = model[0].weight.detach()
+    assert torch.equal(w0, 2 * init_weight(tuple(w0.shape), "uniform", 2, 0))
+    assert 1 < float(w0.abs().max()) <= 2
+    assert identity_check(c, model, samples=500) <= 1e-10
+    save_theory_ticket(tmp_path / "b.safetensors", c)
+    rebuilt, ticket, target = load_theory_ticket(tmp_path / "b.safetensors")
+    assert ticket.config["init_scales"] == [2.0, 1.0, 1.0]
+    assert torch.equal(rebuilt[0].weight, w0) and torch.equal(rebuilt[0].mask, model[0].mask)
+
+
 def test_construction_is_reproducible_bit_for_bit():
     target = random_target([5, 10, 1], 1)
     a, b = pensia(target, 5, 24), pensia(target, 5, 24)

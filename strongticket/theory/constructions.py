@@ -16,7 +16,8 @@ x ↦ Ŵ⁺σ(x) − Ŵ⁻σ(−x) with Ŵ± = Σ of the kept products ab over t
   Logarithmic Over-Parameterization is Sufficient", NeurIPS 2020. Same layout, block m = 2n neurons per input;
   per (o, j, sign) the exact best *subset* of products (meet in the middle): error falls exponentially in m.
 * ``burkholz`` — Burkholz, "Most Activation Functions Can Win the Lottery Without Excessive Depth", NeurIPS 2022.
-  Depth l+1: layer 1 is a (2ρ·d_0, d_0) block-diagonal expansion, layer 2 realises target layer 1 with ρ copies
+  Depth l+1: layer 1 is a (2ρ·d_0, d_0) block-diagonal expansion with U[−2,2] weights (as the authors' code),
+  layer 2 realises target layer 1 with ρ copies
   of every target neuron (subset sums of products), layer i+1 realises target layer i (i ≥ 2) from subsets of
   the ρ copies of each input neuron (plain U[−1,1] values); the output layer has one copy. Parameters ≈ ρ²× target.
 * ``orseau`` — Orseau, Hutter, Rivasplata, "Logarithmic Pruning is All You Need", NeurIPS 2020. Pensia's depth-2l
@@ -72,6 +73,9 @@ __all__ = [
 ]
 
 SUBSET_RULES = ("best", "smallest")
+# Burkholz's first (expansion) layer is U[−2, 2] in the authors' code (LT-existence, Utils/pruning.py); products
+# 2·U·U cover [−1, 1] as U·U covers [−½, ½] (reference §9, type P2).
+FIRST_LAYER_SCALE = 2.0
 
 
 @dataclass
@@ -99,6 +103,7 @@ class Construction:
     seconds: float = 0.0
     info: dict[str, Any] = field(default_factory=dict)
     init_ranges: list[tuple[float, float] | None] | None = None  # per random layer: hyperbolic (low, high) or None
+    init_scales: list[float] | None = None  # per random layer: uniform U[−s, s] (a power of two, exact) or None = 1
 
     @property
     def init(self) -> str:
@@ -416,9 +421,10 @@ def burkholz(target: Target, seed: int, rho: int, subset: str = "best", tol: flo
     widths = [dims[0], 2 * rho * dims[0]] + [row_copies[i] * dims[i + 1] for i in range(n_layers)]
     masks, effective, errors = [], [], []
 
-    # Layer 0: block-diagonal expansion, 2ρ neurons per input; layer 1: ρ copies of target layer 1.
+    # Layer 0: block-diagonal expansion, 2ρ neurons per input, U[−2, 2] as in the authors' code
+    # (RelationalML/LT-existence, Utils/pruning.py); layer 1: ρ copies of target layer 1.
     d0, rows = dims[0], widths[2]
-    a = _diag_block(seed, 0, d0, 2 * rho)  # (d0, 2ρ)
+    a = FIRST_LAYER_SCALE * _diag_block(seed, 0, d0, 2 * rho)  # (d0, 2ρ); ×2 is exact
     b = random_layer_weight(seed, 1, (rows, d0 * 2 * rho)).reshape(rows, d0, 2 * rho)
     products = a[None] * b
     w_rows = target[0][np.arange(rows) // row_copies[0]]  # (rows, d0): the target row of each copy
@@ -444,7 +450,8 @@ def burkholz(target: Target, seed: int, rho: int, subset: str = "best", tol: flo
     _prune_dead(masks)
     return Construction("burkholz", target, seed, widths, masks, effective, [rho] * n_layers, row_copies,
                         [1] + [rho] * (n_layers - 1), errors, subset=subset, seconds=time.perf_counter() - start,
-                        info={"subset_search": stats})
+                        info={"subset_search": stats},
+                        init_scales=[FIRST_LAYER_SCALE] + [1.0] * (len(widths) - 2))
 
 
 CONSTRUCTIONS = {"malach": malach, "pensia": pensia, "burkholz": burkholz, "orseau": orseau}
@@ -467,8 +474,9 @@ def build_model(construction: Construction) -> nn.Sequential:
     layers: list[nn.Module] = []
     w = construction.widths
     ranges = construction.init_ranges or [None] * construction.depth
+    scales = construction.init_scales or [1.0] * construction.depth
     for k in range(construction.depth):
-        lin = _masked_linear(w[k], w[k + 1], construction.seed, k, ranges[k])
+        lin = _masked_linear(w[k], w[k + 1], construction.seed, k, ranges[k], scales[k])
         lin.fix_mask(torch.from_numpy(construction.masks[k]))
         layers.append(lin)
         if k < construction.depth - 1:
@@ -477,16 +485,22 @@ def build_model(construction: Construction) -> nn.Sequential:
 
 
 def _masked_linear(d_in: int, d_out: int, seed: int, layer: int,
-                   init_range: tuple[float, float] | None = None) -> nn.Module:
-    """A bias-free MaskedLinear: init "uniform", or "hyperbolic" with magnitudes in ``init_range``.
+                   init_range: tuple[float, float] | None = None, scale: float = 1.0) -> nn.Module:
+    """A bias-free MaskedLinear: init "uniform" (U[−``scale``, ``scale``]), or "hyperbolic" with magnitudes in
+    ``init_range``.
 
     MaskedLinear builds the init's default range; the layer's frozen weight is then replaced (in place, same
-    dtype/shape) by ``init_weight(..., "hyperbolic", low, high)``, a pure function of (seed, layer, low, high).
+    dtype/shape) by ``init_weight(..., "hyperbolic", low, high)``, a pure function of (seed, layer, low, high), or
+    multiplied by ``scale`` (a power of two: exact in float32, so the weights stay bit-reproducible).
     """
     from ..nn import MaskedLinear
 
     if init_range is None:
-        return MaskedLinear(d_in, d_out, bias=False, density=1.0, init="uniform", seed=seed, layer=layer)
+        lin = MaskedLinear(d_in, d_out, bias=False, density=1.0, init="uniform", seed=seed, layer=layer)
+        if scale != 1.0:
+            with torch.no_grad():
+                lin.weight.mul_(scale)
+        return lin
     lin = MaskedLinear(d_in, d_out, bias=False, density=1.0, init="hyperbolic", seed=seed, layer=layer)
     low, high = init_range
     with torch.no_grad():

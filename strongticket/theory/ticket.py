@@ -1,7 +1,8 @@
 """Constructions as ordinary strongticket tickets: save, rebuild (weights regenerated, SHA-256 checked), evaluate.
 
 config = {"kind": "theory", "construction", "widths" (random-net widths), "seed", "init": "uniform" (or
-"hyperbolic" with "init_ranges": [[low, high]] per random layer, Orseau), "block", "subset", "target": {"widths",
+"hyperbolic" with "init_ranges": [[low, high]] per random layer, Orseau; "init_scales": a power of two per layer
+where a uniform layer is U[−s, s], Burkholz's first), "block", "subset", "target": {"widths",
 "source", "seed" (random targets), "sha256"}}; the target's float64 weights
 travel in the summary as nested lists when it has at most ``MAX_STORED_TARGET`` weights (random targets can
 always be rebuilt from their seed). ``evaluate_theory_ticket`` measures sup_{‖x‖=1} ‖f(x) − g_S(x)‖₂ of the
@@ -45,6 +46,8 @@ def ticket_config(construction: Construction, target_source: dict[str, Any] | No
     }
     if construction.init == "hyperbolic":
         config["init_ranges"] = [None if r is None else [float(r[0]), float(r[1])] for r in construction.init_ranges]
+    if construction.init_scales is not None and any(v != 1.0 for v in construction.init_scales):
+        config["init_scales"] = [float(v) for v in construction.init_scales]
     return config
 
 
@@ -75,6 +78,21 @@ def _init_ranges(config: dict[str, Any], layers: int, path: Path) -> list[tuple[
     return out
 
 
+def _init_scales(config: dict[str, Any], layers: int, path: Path) -> list[float]:
+    """Per-layer U[−s, s] scales (Burkholz's first layer: 2); absent means 1 everywhere."""
+    scales = config.get("init_scales")
+    if scales is None:
+        return [1.0] * layers
+    try:
+        out = [float(v) for v in scales]
+    except (TypeError, ValueError):
+        out = []
+    # powers of two only: the scaled weights must be bit-exact on every machine
+    if len(out) != layers or any(not (v > 0 and math.isfinite(v) and math.frexp(v)[0] == 0.5) for v in out):
+        raise TicketError(f"{path}: corrupted ticket (init_scales must be one power of two per layer)")
+    return out
+
+
 def _model_from_config(ticket: Ticket) -> nn.Sequential:
     from .constructions import _masked_linear
 
@@ -87,10 +105,11 @@ def _model_from_config(ticket: Ticket) -> nn.Sequential:
         raise TicketError(f"{path}: corrupted ticket (theory tickets use init 'uniform' or 'hyperbolic' and >= 2 "
                           f"widths)")
     ranges = _init_ranges(config, len(widths) - 1, path)
+    scales = _init_scales(config, len(widths) - 1, path)
     check_ticket_shapes(ticket, [(widths[k + 1], widths[k]) for k in range(len(widths) - 1)])
     layers: list[nn.Module] = []
     for k in range(len(widths) - 1):
-        layers.append(_masked_linear(widths[k], widths[k + 1], seed, k, ranges[k]))
+        layers.append(_masked_linear(widths[k], widths[k + 1], seed, k, ranges[k], scales[k]))
         if k < len(widths) - 2:
             layers.append(nn.ReLU())
     return nn.Sequential(*layers)
