@@ -439,6 +439,25 @@ def test_bad_theory_values_raise_one_line_naming_the_field(capsys, argv, message
     assert str(info.value).startswith(message) and "\n" not in str(info.value)
 
 
+def test_cli_refuses_a_net_larger_than_the_memory_available_before_drawing_it(capsys, monkeypatch):
+    import strongticket.theory.cli as theory_cli
+
+    monkeypatch.setattr(theory_cli, "_available_bytes", lambda: 50_000)
+    import strongticket.theory.constructions as constructions
+
+    def drawn(*args, **kwargs):
+        raise AssertionError("the random net was drawn before the memory check")
+
+    monkeypatch.setattr(constructions, "construct", drawn)
+    with pytest.raises(ValueError) as info:
+        _cli(capsys, "verify", "--target-widths", "5,10,1", "--block", "40", "--draws", "1")
+    message = str(info.value)
+    # 12 B per weight of the built net + 48 B per element of the widest layer (10 x 400) while constructing
+    assert message.startswith("the pensia random net for target [5, 10, 1] at block [40, 40] has 7,400 weights and "
+                              "needs about 280,800 bytes to build, more than the 50,000 bytes of memory available")
+    assert "\n" not in message
+
+
 def test_cli_verify_width_and_json(capsys, tmp_path):
     code, out = _cli(capsys, "verify", "--target-widths", "4,6,1", "--draws", "2", "--block", "40",
                      "--samples", "1000", "--steps", "20", "--ticket", str(tmp_path / "t.safetensors"))

@@ -83,9 +83,13 @@ def _check_params(name: str, dims: list[int], block: list[int], max_params: int)
     have = _available_bytes()
     if params > max_params or (have is not None and need > have):
         limit = (f"more than max_params {max_params:,} (--max-params)" if params > max_params
-                 else f"more than the {have / 1e9:.1f} GB of memory available")
+                 else f"more than the {_size(have)} of memory available")
         raise ValueError(f"the {name} random net for target {dims} at block {block} has {params:,} weights and needs "
-                         f"about {need / 1e9:.1f} GB to build, {limit}")
+                         f"about {_size(need)} to build, {limit}")
+
+
+def _size(n: int) -> str:
+    return f"{n / 1e9:.1f} GB" if n >= 1e9 else (f"{n / 1e6:.1f} MB" if n >= 1e6 else f"{n:,} bytes")
 
 
 def _file_target(ns: argparse.Namespace) -> tuple[Any, Any]:
