@@ -95,6 +95,9 @@ def _eval(ns: argparse.Namespace) -> int:
 
     if ticket_kind(ns.ticket) == "theory":
         return _eval_theory(ns)
+    if ns.data is not None:
+        raise ValueError(f"data applies to theory tickets of a trained target; a search ticket is evaluated on the "
+                         f"data it was searched on, got --data {ns.data!r}")
     result = evaluate_ticket(ns.ticket, device=ns.device, data_root=ns.data_root, sanity=ns.sanity)
     if ns.json:
         print(json.dumps(result, sort_keys=True))
@@ -120,17 +123,22 @@ def _eval_theory(ns: argparse.Namespace) -> int:
 
     if ns.sanity is not None:
         raise ValueError("sanity checks apply to searched tickets; this ticket is a theory construction")
-    result = evaluate_theory_ticket(ns.ticket)
+    result = evaluate_theory_ticket(ns.ticket, data=ns.data, data_root=ns.data_root)
     if ns.json:
         print(json.dumps(result, sort_keys=True))
         return 0
     line = (f"{result['construction']} construction: kept {result['kept_weights']:,}/{result['total_weights']:,} "
             f"weights (density {result['density']:.4g})  weights sha256 ok")
     if result.get("sup_error") is not None:
-        line += f"  sup-error on the unit sphere {result['sup_error']:.3e}"
+        where = "on the unit sphere" if result["output_scale"] == 1.0 else "on the input ball, target units"
+        line += f"  sup-error {where} {result['sup_error']:.3e}"
         if result.get("run_sup_error") is not None:
             line += f" (at construction: {result['run_sup_error']:.3e})"
     print(line)
+    if result.get("data") is not None:
+        d = result["data"]
+        print(f"{d['name']} test ({d['examples']:,}): target accuracy {d['target_accuracy']:.2%}, pruned net "
+              f"{d['pruned_accuracy']:.2%}, identical predictions {d['same_predictions']:.2%}")
     return 0
 
 
@@ -177,6 +185,9 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     ev.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="where to run (default: auto)")
     ev.add_argument("--data-root", help="folder with the data files (default: the one the run used)")
+    ev.add_argument("--data", default=None,
+                    help="theory tickets of a trained target: report both networks' test accuracy on this data "
+                         "(default: the data the ticket was verified on)")
     ev.add_argument("--sanity", choices=("shuffle", "reinit", "invert"),
                     help="break the ticket the way the literature's sanity checks do: shuffle each layer's mask, "
                          "re-draw the weights with another seed, or keep the lowest scores (needs --save-scores)")

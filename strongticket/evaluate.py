@@ -68,8 +68,19 @@ SANITY_CHECKS = ("shuffle", "reinit", "invert")
 
 
 def load_ticket_model(path: str | Path, device: str = "auto", data_root: str | None = None,
-                      ) -> tuple[torch.nn.Module, Ticket, SearchConfig]:
-    """The network a ticket describes, weights regenerated and checked, masks fixed; raises TicketError."""
+                      ) -> tuple[torch.nn.Module, Ticket, SearchConfig | None]:
+    """The network a ticket describes, weights regenerated and checked, masks fixed; raises TicketError.
+
+    Every ticket kind loads: a search ticket with its ``SearchConfig``; a theory construction (config kind
+    "theory", ``strongticket.theory.ticket``) with None in its place (its config is ``ticket.config``).
+    """
+    from .ticket import ticket_kind
+
+    if ticket_kind(path) == "theory":
+        from .theory.ticket import load_theory_ticket
+
+        model, ticket, _ = load_theory_ticket(path)
+        return model.to(resolve_device(device)), ticket, None
     model, ticket, cfg, _ = _load(path, device, data_root)
     return model, ticket, cfg
 

@@ -16,7 +16,8 @@ x ↦ Ŵ⁺σ(x) − Ŵ⁻σ(−x) with Ŵ± = Σ of the kept products ab over t
   Logarithmic Over-Parameterization is Sufficient", NeurIPS 2020. Same layout, block m = 2n neurons per input;
   per (o, j, sign) the exact best *subset* of products (meet in the middle): error falls exponentially in m.
 * ``burkholz`` — Burkholz, "Most Activation Functions Can Win the Lottery Without Excessive Depth", NeurIPS 2022.
-  Depth l+1: layer 1 is a (2ρ·d_0, d_0) block-diagonal expansion, layer 2 realises target layer 1 with ρ copies
+  Depth l+1: layer 1 is a (2ρ·d_0, d_0) block-diagonal expansion with U[−2,2] weights (as the authors' code),
+  layer 2 realises target layer 1 with ρ copies
   of every target neuron (subset sums of products), layer i+1 realises target layer i (i ≥ 2) from subsets of
   the ρ copies of each input neuron (plain U[−1,1] values); the output layer has one copy. Parameters ≈ ρ²× target.
 * ``orseau`` — Orseau, Hutter, Rivasplata, "Logarithmic Pruning is All You Need", NeurIPS 2020. Pensia's depth-2l
@@ -51,7 +52,7 @@ import torch
 from torch import nn
 
 from ..random import MAX_COUNTERS, STREAM_WEIGHT, hyperbolic_from_words, init_weight, random_words
-from .subset_sum import MAX_VALUES, best_subsets, smallest_subset, subset_sum
+from .subset_sum import MAX_VALUES, best_subsets, exact_limit, smallest_subset, subset_sum
 from .targets import Target, check_dims, dims_of
 
 __all__ = [
@@ -72,6 +73,9 @@ __all__ = [
 ]
 
 SUBSET_RULES = ("best", "smallest")
+# Burkholz's first (expansion) layer is U[−2, 2] in the authors' code (LT-existence, Utils/pruning.py); products
+# 2·U·U cover [−1, 1] as U·U covers [−½, ½] (reference §9, type P2).
+FIRST_LAYER_SCALE = 2.0
 
 
 @dataclass
@@ -99,6 +103,7 @@ class Construction:
     seconds: float = 0.0
     info: dict[str, Any] = field(default_factory=dict)
     init_ranges: list[tuple[float, float] | None] | None = None  # per random layer: hyperbolic (low, high) or None
+    init_scales: list[float] | None = None  # per random layer: uniform U[−s, s] (a power of two, exact) or None = 1
 
     @property
     def init(self) -> str:
@@ -185,11 +190,14 @@ def _diag_block(seed: int, layer: int, d_in: int, m: int, init_range: tuple[floa
 # ----------------------------------------------------------------------------------------------------------
 
 
-def _select(values: np.ndarray, targets: np.ndarray, allowed: np.ndarray, rule: str, tol: float | None) -> np.ndarray:
+def _select(values: np.ndarray, targets: np.ndarray, allowed: np.ndarray, rule: str, tol: float | None,
+            stats: dict[str, int] | None = None) -> np.ndarray:
     """Chosen (R, d_in, n) bool: per (r, j) a subset of {q : allowed[j, q]} approximating targets[r, j].
 
     values (R, d_in, n) candidate values, targets (R, d_in), allowed (d_in, n). Inputs with the same number of
-    allowed candidates are solved together as one batch of R·(#inputs) rows.
+    allowed candidates are solved together as one batch of R·(#inputs) rows. ``stats`` (subset rules only) holds
+    "exact" (the exact-search limit K, ``subset_sum.best_subsets``) and counts the rows searched over all their
+    candidates ("instances_exact") or over the first K ("instances_prefix"), and the largest count seen.
     """
     r_rows, d_in, _ = values.shape
     chosen = np.zeros(values.shape, dtype=bool)
@@ -208,10 +216,11 @@ def _select(values: np.ndarray, targets: np.ndarray, allowed: np.ndarray, rule: 
         elif rule == "greedy":
             sub = greedy_subsets(vals, tgt)
         else:
-            if count > MAX_VALUES:
-                raise ValueError(f"candidates per sign must be in [1, {MAX_VALUES}] for exact subset sums, got "
-                                 f"{count} (use a smaller block)")
-            sub, _ = best_subsets(vals, tgt)
+            exact = MAX_VALUES if stats is None else stats["exact"]
+            sub, _ = best_subsets(vals, tgt, exact)
+            if stats is not None:
+                stats["instances_exact" if count <= exact else "instances_prefix"] += len(tgt)
+                stats["candidates_max"] = max(stats["candidates_max"], int(count))
             if rule == "smallest":
                 for p in range(len(tgt)):
                     small = smallest_subset(vals[p], tgt[p], tol)
@@ -221,6 +230,17 @@ def _select(values: np.ndarray, targets: np.ndarray, allowed: np.ndarray, rule: 
         rr = np.arange(r_rows)[:, None, None]
         chosen[rr, js[None, :, None], idx[None, :, :]] = sub
     return chosen
+
+
+def _subset_stats(instances: int, exact: int | None) -> dict[str, int]:
+    """The ``stats`` of ``_select``: K = ``exact`` or, if None, ``exact_limit(instances)`` (fixed before any work)."""
+    if exact is None:
+        exact = exact_limit(instances)
+    elif isinstance(exact, bool) or not isinstance(exact, (int, np.integer)) or not 1 <= exact <= MAX_VALUES:
+        raise ValueError(f"exact must be an integer in [1, {MAX_VALUES}] or None (chosen from the work), "
+                         f"got {exact!r}")
+    return {"exact": int(exact), "instances": int(instances), "instances_exact": 0, "instances_prefix": 0,
+            "candidates_max": 0}
 
 
 def greedy_subsets(values: np.ndarray, targets: np.ndarray) -> np.ndarray:
@@ -283,10 +303,14 @@ def _check_rule(subset: str, tol: float | None) -> None:
 
 
 def _two_level(name: str, target: Target, seed: int, blocks: list[int], rule: str, tol: float | None,
-               ranges: list[tuple[tuple[float, float], tuple[float, float]]] | None = None) -> Construction:
+               ranges: list[tuple[tuple[float, float], tuple[float, float]]] | None = None,
+               exact: int | None = None) -> Construction:
     """Depth 2l; ``ranges[i]`` = hyperbolic (low, high) of the A and B layers of target layer i (None: uniform)."""
     start = time.perf_counter()
     dims = dims_of(target)
+    stats = None
+    if rule in SUBSET_RULES:  # one subset sum per (o, j, sign), both signs in layer 0 only
+        stats = _subset_stats(sum(w.size * (2 if i == 0 else 1) for i, w in enumerate(target)), exact)
     widths = [dims[0]]
     for i in range(len(target)):
         widths += [dims[i] * blocks[i], dims[i + 1]]
@@ -297,11 +321,11 @@ def _two_level(name: str, target: Target, seed: int, blocks: list[int], rule: st
         a = _diag_block(seed, 2 * i, d_in, m, range_a)  # (d_in, m)
         b = random_layer_weight(seed, 2 * i + 1, (d_out, d_in * m), range_b).reshape(d_out, d_in, m)
         products = a[None] * b  # (d_out, d_in, m): exact in float64 (24-bit x 24-bit mantissas)
-        chosen = _select(products, w, a > 0, rule, tol)
+        chosen = _select(products, w, a > 0, rule, tol, stats)
         w_plus = _realised(products, chosen & (a > 0)[None])
         w_minus = None
         if i == 0:
-            chosen |= _select(products, w, a < 0, rule, tol)
+            chosen |= _select(products, w, a < 0, rule, tol, stats)
             w_minus = _realised(products, chosen & (a < 0)[None])
         mask_a = np.zeros((d_in * m, d_in), dtype=bool)
         mask_a[np.arange(d_in * m), np.repeat(np.arange(d_in), m)] = chosen.any(axis=0).reshape(-1)
@@ -312,10 +336,12 @@ def _two_level(name: str, target: Target, seed: int, blocks: list[int], rule: st
         candidates.append([int((a > 0).sum(axis=1).min()), int((a > 0).sum(axis=1).max())])
     _prune_dead(masks)
     init_ranges = None if ranges is None else [r for pair in ranges for r in pair]
+    info: dict[str, Any] = {"positive_candidates_min_max": candidates}
+    if stats is not None:
+        info["subset_search"] = stats
     return Construction(name, target, seed, widths, masks, effective, blocks, [1] * len(target),
                         [1] * len(target), errors, subset="one" if rule == "one" else rule,
-                        seconds=time.perf_counter() - start, info={"positive_candidates_min_max": candidates},
-                        init_ranges=init_ranges)
+                        seconds=time.perf_counter() - start, info=info, init_ranges=init_ranges)
 
 
 def malach(target: Target, seed: int, block: int | Sequence[int]) -> Construction:
@@ -325,15 +351,17 @@ def malach(target: Target, seed: int, block: int | Sequence[int]) -> Constructio
 
 
 def pensia(target: Target, seed: int, block: int | Sequence[int], subset: str = "best",
-           tol: float | None = None) -> Construction:
+           tol: float | None = None, exact: int | None = None) -> Construction:
     """Pensia et al. 2020: ``block`` = m = 2n neurons per input coordinate per target layer (≈n per sign).
 
-    ``subset="best"``: exact best subset per weight (meet in the middle); ``"smallest"``: fewest products within
-    ``tol`` (MILP; falls back to the best subset where none is within ``tol``).
+    ``subset="best"``: best subset per weight (meet in the middle), exact over the first ``exact`` candidates of
+    each sign (None: ``subset_sum.exact_limit`` of the instance count; ``info["subset_search"]`` says how many
+    instances were searched over all their candidates); ``"smallest"``: fewest products within ``tol`` (MILP;
+    falls back to the best subset where none is within ``tol``).
     """
     blocks = _per_layer(block, len(target), "block", 2)
     _check_rule(subset, tol)
-    return _two_level("pensia", target, seed, blocks, subset, tol)
+    return _two_level("pensia", target, seed, blocks, subset, tol, exact=exact)
 
 
 def orseau_ranges(dims: Sequence[int], eps: float, high: float = 2.0) -> list[tuple[tuple[float, float],
@@ -377,24 +405,30 @@ def orseau(target: Target, seed: int, block: int | Sequence[int], eps: float = 0
 # ----------------------------------------------------------------------------------------------------------
 
 
-def burkholz(target: Target, seed: int, rho: int, subset: str = "best", tol: float | None = None) -> Construction:
-    """Burkholz 2022 (L+1 depth, bias-free ReLU case): ``rho`` copies of every hidden target neuron."""
+def burkholz(target: Target, seed: int, rho: int, subset: str = "best", tol: float | None = None,
+             exact: int | None = None) -> Construction:
+    """Burkholz 2022 (L+1 depth, bias-free ReLU case): ``rho`` copies of every hidden target neuron.
+
+    ``exact`` as in :func:`pensia` (per copy, input and sign in layer 1; per copy and input later).
+    """
     (rho,) = _per_layer(rho, 1, "rho", 1)
     _check_rule(subset, tol)
     start = time.perf_counter()
     dims = dims_of(target)
     n_layers = len(target)
     row_copies = [rho if i < n_layers - 1 else 1 for i in range(n_layers)]
+    stats = _subset_stats(sum(row_copies[i] * w.size * (2 if i == 0 else 1) for i, w in enumerate(target)), exact)
     widths = [dims[0], 2 * rho * dims[0]] + [row_copies[i] * dims[i + 1] for i in range(n_layers)]
     masks, effective, errors = [], [], []
 
-    # Layer 0: block-diagonal expansion, 2ρ neurons per input; layer 1: ρ copies of target layer 1.
+    # Layer 0: block-diagonal expansion, 2ρ neurons per input, U[−2, 2] as in the authors' code
+    # (RelationalML/LT-existence, Utils/pruning.py); layer 1: ρ copies of target layer 1.
     d0, rows = dims[0], widths[2]
-    a = _diag_block(seed, 0, d0, 2 * rho)  # (d0, 2ρ)
+    a = FIRST_LAYER_SCALE * _diag_block(seed, 0, d0, 2 * rho)  # (d0, 2ρ); ×2 is exact
     b = random_layer_weight(seed, 1, (rows, d0 * 2 * rho)).reshape(rows, d0, 2 * rho)
     products = a[None] * b
     w_rows = target[0][np.arange(rows) // row_copies[0]]  # (rows, d0): the target row of each copy
-    chosen = _select(products, w_rows, a > 0, subset, tol) | _select(products, w_rows, a < 0, subset, tol)
+    chosen = _select(products, w_rows, a > 0, subset, tol, stats) | _select(products, w_rows, a < 0, subset, tol, stats)
     w_plus = _realised(products, chosen & (a > 0)[None])
     w_minus = _realised(products, chosen & (a < 0)[None])
     mask_a = np.zeros((d0 * 2 * rho, d0), dtype=bool)
@@ -408,14 +442,16 @@ def burkholz(target: Target, seed: int, rho: int, subset: str = "best", tol: flo
         rows, d_in = widths[i + 2], dims[i]
         m = random_layer_weight(seed, i + 1, (rows, d_in * rho)).reshape(rows, d_in, rho)
         w_rows = target[i][np.arange(rows) // row_copies[i]]
-        chosen = _select(m, w_rows, np.ones((d_in, rho), dtype=bool), subset, tol)
+        chosen = _select(m, w_rows, np.ones((d_in, rho), dtype=bool), subset, tol, stats)
         realised = _realised(m, chosen)
         masks.append(chosen.reshape(rows, d_in * rho))
         effective.append((np.where(chosen, m, 0.0).reshape(rows, d_in * rho), None))
         errors.append(np.abs(realised - w_rows).ravel())
     _prune_dead(masks)
     return Construction("burkholz", target, seed, widths, masks, effective, [rho] * n_layers, row_copies,
-                        [1] + [rho] * (n_layers - 1), errors, subset=subset, seconds=time.perf_counter() - start)
+                        [1] + [rho] * (n_layers - 1), errors, subset=subset, seconds=time.perf_counter() - start,
+                        info={"subset_search": stats},
+                        init_scales=[FIRST_LAYER_SCALE] + [1.0] * (len(widths) - 2))
 
 
 CONSTRUCTIONS = {"malach": malach, "pensia": pensia, "burkholz": burkholz, "orseau": orseau}
@@ -438,8 +474,9 @@ def build_model(construction: Construction) -> nn.Sequential:
     layers: list[nn.Module] = []
     w = construction.widths
     ranges = construction.init_ranges or [None] * construction.depth
+    scales = construction.init_scales or [1.0] * construction.depth
     for k in range(construction.depth):
-        lin = _masked_linear(w[k], w[k + 1], construction.seed, k, ranges[k])
+        lin = _masked_linear(w[k], w[k + 1], construction.seed, k, ranges[k], scales[k])
         lin.fix_mask(torch.from_numpy(construction.masks[k]))
         layers.append(lin)
         if k < construction.depth - 1:
@@ -448,16 +485,22 @@ def build_model(construction: Construction) -> nn.Sequential:
 
 
 def _masked_linear(d_in: int, d_out: int, seed: int, layer: int,
-                   init_range: tuple[float, float] | None = None) -> nn.Module:
-    """A bias-free MaskedLinear: init "uniform", or "hyperbolic" with magnitudes in ``init_range``.
+                   init_range: tuple[float, float] | None = None, scale: float = 1.0) -> nn.Module:
+    """A bias-free MaskedLinear: init "uniform" (U[−``scale``, ``scale``]), or "hyperbolic" with magnitudes in
+    ``init_range``.
 
     MaskedLinear builds the init's default range; the layer's frozen weight is then replaced (in place, same
-    dtype/shape) by ``init_weight(..., "hyperbolic", low, high)``, a pure function of (seed, layer, low, high).
+    dtype/shape) by ``init_weight(..., "hyperbolic", low, high)``, a pure function of (seed, layer, low, high), or
+    multiplied by ``scale`` (a power of two: exact in float32, so the weights stay bit-reproducible).
     """
     from ..nn import MaskedLinear
 
     if init_range is None:
-        return MaskedLinear(d_in, d_out, bias=False, density=1.0, init="uniform", seed=seed, layer=layer)
+        lin = MaskedLinear(d_in, d_out, bias=False, density=1.0, init="uniform", seed=seed, layer=layer)
+        if scale != 1.0:
+            with torch.no_grad():
+                lin.weight.mul_(scale)
+        return lin
     lin = MaskedLinear(d_in, d_out, bias=False, density=1.0, init="hyperbolic", seed=seed, layer=layer)
     low, high = init_range
     with torch.no_grad():

@@ -7,6 +7,12 @@ t − s1 for every first-half sum s1 (batched ``torch.searchsorted``; the two ne
 point hold the nearest value); the winning half-subsets are recovered by exact equality of their sums.
 Cost O(P · 2^(n/2) · n), memory bounded by processing rows in chunks.
 
+Any candidate count: with ``exact`` = K < n, the search is exact over the first K candidates (index order) and
+the others stay unused, so the result is the best subset of that prefix — never worse than the exact best over
+any shorter prefix, which is what the calibrated block sizes promise (``widths``) — and its error
+|Σ_S v − t| is returned for every row, never assumed. ``exact_limit`` chooses K per construction from a work
+budget (half sums enumerated in all), so a construction's cost is known before it starts.
+
 Shapes: values (P, n) float64, targets (P,) float64 → chosen (P, n) bool, sums (P,) float64 (Σ of the chosen
 values, summed in index order). ``smallest_subset`` solves min |S| s.t. |Σ_S v − t| ≤ tol as a MILP
 (``scipy.optimize.milp``), the surrogate of Pensia et al. (NeurIPS 2020, Exp. 1, which used Gurobi).
@@ -18,10 +24,15 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["MAX_VALUES", "best_subsets", "brute_force_subsets", "smallest_subset", "coverage_error", "subset_sum"]
+__all__ = ["MAX_VALUES", "WORK_BUDGET", "exact_limit", "best_subsets", "brute_force_subsets", "smallest_subset",
+           "coverage_error", "subset_sum"]
 
-# 2^(n/2) half sums per row: n = 40 is a million per row, beyond any block the constructions use.
+# Largest exact search: 2^(n/2) half sums per row, n = 40 is a million per row.
 MAX_VALUES = 40
+# Smallest exact search ``exact_limit`` picks, whatever the instance count (2 · 2^10 half sums per row).
+MIN_EXACT = 20
+# Half sums ``exact_limit`` lets one construction enumerate: ~2-3 minutes of numpy on one core.
+WORK_BUDGET = 1 << 31
 # Half-sum elements held at once (float64): ~32 MB per buffer.
 _CHUNK_ELEMENTS = 1 << 22
 
@@ -32,6 +43,23 @@ def _bits(n: int) -> np.ndarray:
     return ((codes >> np.arange(n, dtype=np.int64)) & 1).astype(np.float64)
 
 
+def _half_sums(n: int) -> int:
+    """Half sums MITM enumerates for one row of n candidates: 2^⌊n/2⌋ + 2^⌈n/2⌉."""
+    return 2 ** (n // 2) + 2 ** (n - n // 2)
+
+
+def exact_limit(instances: int, budget: int = WORK_BUDGET) -> int:
+    """Largest K ≤ MAX_VALUES with instances · (2^⌊K/2⌋ + 2^⌈K/2⌉) ≤ ``budget``, but at least MIN_EXACT."""
+    if isinstance(instances, bool) or not isinstance(instances, (int, np.integer)) or instances < 0:
+        raise ValueError(f"instances must be an integer >= 0, got {instances!r}")
+    if isinstance(budget, bool) or not isinstance(budget, (int, np.integer)) or budget < 1:
+        raise ValueError(f"budget must be an integer >= 1, got {budget!r}")
+    k = MAX_VALUES
+    while k > MIN_EXACT and instances * _half_sums(k) > budget:
+        k -= 1
+    return k
+
+
 def _check(values: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     values = np.asarray(values, dtype=np.float64)
     targets = np.asarray(targets, dtype=np.float64)
@@ -39,8 +67,6 @@ def _check(values: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndar
         raise ValueError(f"values must be a 2-D (pairs, candidates) array, got shape {values.shape}")
     if targets.shape != (values.shape[0],):
         raise ValueError(f"targets must have shape ({values.shape[0]},), got {targets.shape}")
-    if values.shape[1] > MAX_VALUES:
-        raise ValueError(f"candidates per pair must be in [0, {MAX_VALUES}], got {values.shape[1]}")
     if not (np.all(np.isfinite(values)) and np.all(np.isfinite(targets))):
         raise ValueError("values and targets must be finite")
     return values, targets
@@ -51,14 +77,20 @@ def subset_sum(values: np.ndarray, chosen: np.ndarray) -> np.ndarray:
     return np.where(chosen, values, 0.0).sum(axis=1)
 
 
-def best_subsets(values: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Exact best subset per row by meet-in-the-middle: ``(chosen (P, n) bool, sums (P,))``.
+def best_subsets(values: np.ndarray, targets: np.ndarray, exact: int = MAX_VALUES) -> tuple[np.ndarray, np.ndarray]:
+    """Best subset per row by meet-in-the-middle: ``(chosen (P, n) bool, sums (P,))``.
 
-    Sorting is numpy's; the batched binary search is ``torch.searchsorted`` (numpy has no row-batched one).
+    Exact over all n candidates when n ≤ ``exact``; otherwise exact over the first ``exact`` of them (module
+    docstring). Sorting is numpy's; the batched binary search is ``torch.searchsorted`` (numpy has no row-batched
+    one).
     """
     values, targets = _check(values, targets)
-    p, n = values.shape
-    chosen = np.zeros((p, n), dtype=bool)
+    if isinstance(exact, bool) or not isinstance(exact, (int, np.integer)) or not 1 <= exact <= MAX_VALUES:
+        raise ValueError(f"exact must be an integer in [1, {MAX_VALUES}], got {exact!r}")
+    p, n_all = values.shape
+    chosen = np.zeros((p, n_all), dtype=bool)
+    n = min(n_all, int(exact))
+    values_all, values = values, values[:, :n]
     if p == 0 or n == 0:
         return chosen, np.zeros(p)
     h1 = n // 2
@@ -85,8 +117,8 @@ def best_subsets(values: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, n
         code1 = (need == best_need).argmax(axis=1)
         code2 = (s2 == best_s2).argmax(axis=1)
         chosen[start:stop, :h1] = bits1[code1].astype(bool)
-        chosen[start:stop, h1:] = bits2[code2].astype(bool)
-    return chosen, subset_sum(values, chosen)
+        chosen[start:stop, h1:n] = bits2[code2].astype(bool)
+    return chosen, subset_sum(values_all, chosen)
 
 
 def brute_force_subsets(values: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -80,7 +80,8 @@ def _checked(weights: list[np.ndarray], scale: bool, what: str) -> Target:
         if norm > 1.0 + 1e-9:
             if not scale:
                 raise ValueError(f"{what}: spectral norm of layer {i + 1} must be in [0, 1] (the theorems' "
-                                 f"assumption), got {norm:.4g}; pass scale=True (--scale) to rescale each layer")
+                                 f"assumption), got {norm:.4g}; pass scale=True to rescale each layer (theory "
+                                 f"verify --target rescales and undoes it at the output)")
             w = w / norm
         out.append(w)
     return out

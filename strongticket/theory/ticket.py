@@ -1,7 +1,8 @@
 """Constructions as ordinary strongticket tickets: save, rebuild (weights regenerated, SHA-256 checked), evaluate.
 
 config = {"kind": "theory", "construction", "widths" (random-net widths), "seed", "init": "uniform" (or
-"hyperbolic" with "init_ranges": [[low, high]] per random layer, Orseau), "block", "subset", "target": {"widths",
+"hyperbolic" with "init_ranges": [[low, high]] per random layer, Orseau; "init_scales": a power of two per layer
+where a uniform layer is U[−s, s], Burkholz's first), "block", "subset", "target": {"widths",
 "source", "seed" (random targets), "sha256"}}; the target's float64 weights
 travel in the summary as nested lists when it has at most ``MAX_STORED_TARGET`` weights (random targets can
 always be rebuilt from their seed). ``evaluate_theory_ticket`` measures sup_{‖x‖=1} ‖f(x) − g_S(x)‖₂ of the
@@ -21,7 +22,8 @@ from ..ticket import Ticket, TicketError, check_ticket_shapes, read_ticket
 from .constructions import CONSTRUCTIONS, Construction, build_model
 from .targets import Target, random_target, target_sha256
 
-__all__ = ["MAX_STORED_TARGET", "ticket_config", "save_theory_ticket", "load_theory_ticket", "evaluate_theory_ticket"]
+__all__ = ["MAX_STORED_TARGET", "ticket_config", "save_theory_ticket", "load_theory_ticket", "evaluate_theory_ticket",
+           "scaled_target_of"]
 
 MAX_STORED_TARGET = 100_000
 
@@ -44,6 +46,8 @@ def ticket_config(construction: Construction, target_source: dict[str, Any] | No
     }
     if construction.init == "hyperbolic":
         config["init_ranges"] = [None if r is None else [float(r[0]), float(r[1])] for r in construction.init_ranges]
+    if construction.init_scales is not None and any(v != 1.0 for v in construction.init_scales):
+        config["init_scales"] = [float(v) for v in construction.init_scales]
     return config
 
 
@@ -74,6 +78,21 @@ def _init_ranges(config: dict[str, Any], layers: int, path: Path) -> list[tuple[
     return out
 
 
+def _init_scales(config: dict[str, Any], layers: int, path: Path) -> list[float]:
+    """Per-layer U[−s, s] scales (Burkholz's first layer: 2); absent means 1 everywhere."""
+    scales = config.get("init_scales")
+    if scales is None:
+        return [1.0] * layers
+    try:
+        out = [float(v) for v in scales]
+    except (TypeError, ValueError):
+        out = []
+    # powers of two only: the scaled weights must be bit-exact on every machine
+    if len(out) != layers or any(not (v > 0 and math.isfinite(v) and math.frexp(v)[0] == 0.5) for v in out):
+        raise TicketError(f"{path}: corrupted ticket (init_scales must be one power of two per layer)")
+    return out
+
+
 def _model_from_config(ticket: Ticket) -> nn.Sequential:
     from .constructions import _masked_linear
 
@@ -86,10 +105,11 @@ def _model_from_config(ticket: Ticket) -> nn.Sequential:
         raise TicketError(f"{path}: corrupted ticket (theory tickets use init 'uniform' or 'hyperbolic' and >= 2 "
                           f"widths)")
     ranges = _init_ranges(config, len(widths) - 1, path)
+    scales = _init_scales(config, len(widths) - 1, path)
     check_ticket_shapes(ticket, [(widths[k + 1], widths[k]) for k in range(len(widths) - 1)])
     layers: list[nn.Module] = []
     for k in range(len(widths) - 1):
-        layers.append(_masked_linear(widths[k], widths[k + 1], seed, k, ranges[k]))
+        layers.append(_masked_linear(widths[k], widths[k + 1], seed, k, ranges[k], scales[k]))
         if k < len(widths) - 2:
             layers.append(nn.ReLU())
     return nn.Sequential(*layers)
@@ -130,8 +150,32 @@ def load_theory_ticket(path: str | Path) -> tuple[nn.Sequential, Ticket, Target 
     return model, ticket, _stored_target(ticket)
 
 
-def evaluate_theory_ticket(path: str | Path, samples: int = 20000, steps: int = 150) -> dict[str, Any]:
-    """Rebuild and measure: sup-error against the stored target (if any), kept weights, density."""
+def scaled_target_of(ticket: Ticket, target: Target | None) -> Any:
+    """The ``trained.ScaledTarget`` of a ticket built for a target file (None for random or unstored targets)."""
+    from .trained import ScaledTarget
+
+    spec = ticket.config.get("target") or {}
+    if not isinstance(spec, dict) or spec.get("source") != "file" or target is None:
+        return None
+    try:
+        scale, radius = float(spec["output_scale"]), float(spec["input_radius"])
+        augmented = spec["augmented"]
+        layer_scales = [float(v) for v in spec.get("layer_scales", [])]
+    except (KeyError, TypeError, ValueError):
+        raise TicketError(f"{ticket.path}: corrupted ticket (a file target needs output_scale, input_radius and "
+                          f"augmented)") from None
+    if not (math.isfinite(scale) and scale > 0 and math.isfinite(radius) and radius > 0) or not isinstance(
+            augmented, bool):
+        raise TicketError(f"{ticket.path}: corrupted ticket (output_scale and input_radius must be positive, "
+                          f"augmented a boolean)")
+    return ScaledTarget(target, scale, radius, augmented, layer_scales, None, None)
+
+
+def evaluate_theory_ticket(path: str | Path, samples: int = 20000, steps: int = 150, data: str | None = None,
+                           data_root: str | None = None) -> dict[str, Any]:
+    """Rebuild and measure: sup-error against the stored target (if any; in the target's units for a file target),
+    kept weights, density; with ``data`` (default: the data the ticket was verified on, if any) the test accuracy
+    of the target and the pruned net and the fraction of identical predictions (``trained.data_agreement``)."""
     from ..nn import masked_layers
     from .verify import empirical_sup_error, pruned_forward, target_function
 
@@ -139,6 +183,8 @@ def evaluate_theory_ticket(path: str | Path, samples: int = 20000, steps: int = 
     layers = masked_layers(model)
     kept = sum(int(layer.mask.sum()) for layer in layers)
     total = sum(layer.weight.numel() for layer in layers)
+    scaled = scaled_target_of(ticket, target)
+    scale = 1.0 if scaled is None else scaled.output_scale
     result: dict[str, Any] = {
         "ticket": str(path),
         "kind": "theory",
@@ -149,12 +195,26 @@ def evaluate_theory_ticket(path: str | Path, samples: int = 20000, steps: int = 
         "total_weights": total,
         "density": kept / total,
         "weights_sha256": ticket.weights_sha256,
-        "run_sup_error": ticket.summary.get("empirical"),
-        "certified": ticket.summary.get("certified"),
+        "output_scale": scale,
+        "run_sup_error": ticket.summary.get("empirical_target_units", ticket.summary.get("empirical")),
+        "certified": ticket.summary.get("certified_target_units", ticket.summary.get("certified")),
         "sup_error": None,
+        "data": None,
     }
     if target is not None:
         emp = empirical_sup_error(target_function(target), pruned_forward(model), target[0].shape[1],
                                   samples=samples, steps=steps)
-        result["sup_error"] = emp["sup"]
+        result["sup_error"] = emp["sup"] * scale
+    stored = (ticket.config.get("target") or {}).get("data")
+    if data is None and scaled is not None and isinstance(stored, str):
+        data = stored  # the data it was verified on (only where the target travels with the ticket)
+    if data is not None:
+        if scaled is None:
+            raise ValueError(f"data needs a ticket built for a target file with its weights stored (theory verify "
+                             f"--target), got {path}")
+        from ..data.splits import load_splits
+        from .trained import data_agreement
+
+        split = load_splits(data, root=data_root).test
+        result["data"] = {"name": data, **data_agreement(scaled, pruned_forward(model), split)}
     return result

@@ -5,19 +5,21 @@
 * Certified bound on sup_{‖x‖≤1} ‖f(x) − g_S(x)‖₂ (derived, propagated layer by layer):
   depth 2l (Malach, Pensia, Orseau): e_1 = ‖[Ŵ⁺_1 − W_1, Ŵ⁻_1 − W_1]‖₂, e_i = ‖Ŵ_i‖₂ e_{i−1} + ‖Ŵ_i − W_i‖₂ B_{i−1},
   B_i = Π_{k≤i} ‖W_k‖₂ (uses ‖σ(x)‖² + ‖σ(−x)‖² = ‖x‖² and ReLU 1-Lipschitz);
-  depth l+1 (Burkholz, ℓ∞ over copies): E_1 = max_r ‖[ΔW⁺_r, ΔW⁻_r]‖₂,
-  E_i = max_r (‖ΔW_r‖₂ B_{i−1} + Σ_j A_{r,j} E_{i−1}), A_{r,j} = Σ_{c∈S_rj} |M_{r,(j,c)}|; output ≤ √d_l E_l.
+  depth l+1 (Burkholz, per copy r): E_{1,r} = ‖[ΔW⁺_r, ΔW⁻_r]‖₂,
+  E_{i,r} = ‖ΔW_r‖₂ B_{i−1} + Σ_{(j,c)∈S_r} |M_{r,(j,c)}| E_{i−1,(j,c)} (|σ(a) − σ(b)| ≤ |a − b| per copy);
+  output ≤ ‖E_l‖₂. (The former ℓ∞ form, max_r and √d_l·max, weighted every copy by the worst one: 10.6 against
+  0.30 measured in issue 15.)
 * Empirical sup-error (a lower estimate): bias-free ReLU nets are 1-homogeneous, so the sup over the ball is on
   the unit sphere: N sphere samples (normalised Gaussians from the DATA stream), then projected gradient ascent
   from the worst few (x ← normalize(x + η ĝ_tangent), η from 0.3 halved on non-improvement).
-* Success over R independent draws with a Clopper–Pearson interval, compared with 1 − δ; universality: one
+* Success over R independent draws with a Clopper–Pearson interval: "meets" 1 − δ only when the interval's lower
+  end does, "below" when its upper end is under it, else "undecided" (too few draws); universality: one
   random net, many targets (Pensia's theorem holds for all f at once).
 Shapes: x (B, d_0) float64 → outputs (B, d_l). Recipe: Pensia et al. NeurIPS 2020; reference §8.
 """
 
 from __future__ import annotations
 
-import math
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -34,6 +36,7 @@ from .targets import Target, check_dims, random_target, target_forward
 __all__ = [
     "Forward",
     "effective_forward",
+    "alive_neurons",
     "pruned_forward",
     "target_function",
     "sphere_points",
@@ -73,14 +76,37 @@ def effective_forward(construction: Construction) -> Forward:
     return forward
 
 
+def alive_neurons(masks: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """Indices of the neurons of every level [d_0, h_1, ..., d_l] that can change the output: all inputs and outputs,
+    and each hidden neuron with a kept incoming weight and a kept outgoing weight to an alive neuron.
+
+    A hidden neuron without kept incoming weights outputs σ(0) = 0; one without kept outgoing weights is never read:
+    dropping both (and their weights) leaves the function unchanged exactly. masks: bool (out, in) per layer.
+    """
+    keep = [torch.ones(masks[0].shape[1], dtype=torch.bool)]
+    for mask in masks[:-1]:
+        keep.append(mask[:, keep[-1]].any(dim=1))
+    keep.append(torch.ones(masks[-1].shape[0], dtype=torch.bool))
+    for k in range(len(masks) - 1, 0, -1):  # backwards: read by an alive neuron of the next level
+        keep[k] &= masks[k][keep[k + 1]].any(dim=0)
+    return [torch.nonzero(k).flatten() for k in keep]
+
+
 def pruned_forward(model: nn.Module) -> Forward:
-    """g_S(x) of a strongticket model (MaskedLinear layers, ReLU between) in float64: (W ⊙ M) cast exactly."""
+    """g_S(x) of a strongticket model (MaskedLinear layers, ReLU between) in float64: (W ⊙ M) cast exactly.
+
+    Dead neurons (``alive_neurons``) are removed before any forward, so memory scales with the kept weights, not
+    with the random net's width (Malach's 10⁶-wide layers keep a few hundred weights).
+    """
     from ..nn import masked_layers
 
+    layers = masked_layers(model)
+    alive = alive_neurons([layer.mask.detach().bool().cpu() for layer in layers])
     weights = []
-    for layer in masked_layers(model):
-        w = layer.weight.detach().double() * layer.mask
-        if w.numel() > _DENSE_LIMIT:  # wide random layers are block sparse after pruning
+    for k, layer in enumerate(layers):
+        rows, cols = alive[k + 1], alive[k]
+        w = (layer.weight.detach().cpu()[rows][:, cols].double() * layer.mask.detach().cpu()[rows][:, cols])
+        if w.numel() > _DENSE_LIMIT:  # still wide after pruning: block sparse
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)  # "sparse CSR support is in beta"
                 w = w.to_sparse_csr()
@@ -104,12 +130,14 @@ def sphere_points(d: int, n: int, seed: int = 0) -> torch.Tensor:
 
 
 def identity_check(construction: Construction, model: nn.Module | None = None, samples: int = 10000,
-                   seed: int = 0) -> float:
-    """max |g_S(x) − ĝ(x)| over ``samples`` Gaussian inputs (float64); builds the model if not given."""
+                   seed: int = 0, chunk: int = 2048) -> float:
+    """max |g_S(x) − ĝ(x)| over ``samples`` Gaussian inputs (float64, ``chunk`` at a time); builds the model if not
+    given."""
     model = build_model(construction) if model is None else model
     x = torch.from_numpy(standard_normal(seed, _SPHERE_LAYER + 1, STREAM_DATA, samples, construction.widths[0]))
+    g, g_hat = pruned_forward(model), effective_forward(construction)
     with torch.no_grad():
-        return float((pruned_forward(model)(x) - effective_forward(construction)(x)).abs().max())
+        return max(float((g(c) - g_hat(c)).abs().max()) for c in x.split(chunk))
 
 
 def _norm2(a: np.ndarray) -> float:
@@ -131,18 +159,16 @@ def certified_bound(construction: Construction) -> float:
     rows0 = construction.row_copies[0]
     plus, minus = construction.effective[0]
     w_rows = target[0][np.arange(plus.shape[0]) // rows0]
-    err = float(np.sqrt(((plus - w_rows) ** 2 + (minus - w_rows) ** 2).sum(axis=1)).max())
+    err = np.sqrt(((plus - w_rows) ** 2 + (minus - w_rows) ** 2).sum(axis=1))  # E_r per copy r: (rows,)
     for i in range(1, len(target)):
         b_prev *= _norm2(target[i - 1])
-        e = construction.effective[i][0]  # (rows, d_in·ρ)
+        e = construction.effective[i][0]  # (rows, d_in·ρ); column j·ρ + c reads copy c of input j = row j·ρ + c
         rho = construction.col_copies[i]
         rows, d_in = e.shape[0], target[i].shape[1]
-        blocks = e.reshape(rows, d_in, rho)
         w_rows = target[i][np.arange(rows) // construction.row_copies[i]]
-        delta = blocks.sum(axis=2) - w_rows
-        amp = np.abs(blocks).sum(axis=2)  # A_{r,j}
-        err = float((np.linalg.norm(delta, axis=1) * b_prev + amp.sum(axis=1) * err).max())
-    return math.sqrt(target[-1].shape[0]) * err
+        delta = e.reshape(rows, d_in, rho).sum(axis=2) - w_rows
+        err = np.linalg.norm(delta, axis=1) * b_prev + np.abs(e) @ err  # each copy weighted by its own error
+    return float(np.linalg.norm(err))  # the last layer has one copy per output
 
 
 def empirical_sup_error(f: Forward, g: Forward, d0: int, *, samples: int = 20000, starts: int = 20,
@@ -253,7 +279,9 @@ def _summarise(rows: list[dict[str, Any]], eps: float, delta: float) -> dict[str
         "certified_successes": ok_cert,
         "success_rate": ok / n,
         "success_ci95": [lo, hi],
-        "meets_one_minus_delta": ok / n >= 1 - delta,
+        # judged on the Clopper–Pearson interval, not the point estimate: 1/1 success proves nothing about 1 − δ
+        "meets_one_minus_delta": lo >= 1 - delta,
+        "verdict": "meets" if lo >= 1 - delta else ("below" if hi < 1 - delta else "undecided"),
         "certified_ge_empirical_all": all(r["certified_ge_empirical"] for r in rows),
         "identity_max_diff": max(r["identity_max_diff"] for r in rows),
         "empirical_median": float(np.median(emp)),

@@ -11,9 +11,14 @@ Per-weight tolerance of the depth-2l constructions (Pensia et al. 2020, Thm 1): 
   coupon-collector pool M = ⌈4·K·(ln K + ln(1/q))/q_win⌉ per input coordinate (derived from the covering lemma,
   reference §5; the 4 = a > 0 half × sign of b; conservative), paper-level O(log(d l/(ε δ))) with hidden C.
 Calibrated (Monte Carlo, reference §3.3/§9; block = neurons per input coordinate):
-  Pensia p_i = ⌈10 + 2·log10(1/ε_w,i)⌉ + ⌈ln(0.01/q)/ln(1/0.55)⌉ per sign, q = δ/(2·Σ d_{i−1}d_i), m_i = 2·p_i;
+  Pensia: p_i = ⌈10 + 2·log10(1/ε_w,i)⌉ candidates of one sign fail one instance w.p. 1%, each extra one
+  multiplies that by 0.55; a block of m neurons gives each sign Binomial(m, ½) candidates, so m_i is the smallest m
+  with E_k[min(1, 0.01·0.55^(k − p_i))] ≤ q, k ~ Binomial(m, ½), q = δ/(2·Σ d_{i−1}d_i) (union bound over the
+  instances; ``split_block``). The former m_i = 2·(p_i + ⌈ln(0.01/q)/ln(1/0.55)⌉) assumed m/2 per sign, and the
+  split left some halves far shorter (12 instead of 21 at 784-500-10, issue 15);
   Malach k_i = ⌈ln(1/q)/(0.66·ε_w,i)⌉ (the 1/k tail of the nearest of k products, fitted to §2's table);
-  Burkholz ρ = max(Pensia p_1, ⌈8 + 3·log10(1/ε_w)⌉ + ⌈ln(0.01/q)/ln(1/0.52)⌉) — a heuristic, not verified to δ;
+  Burkholz ρ = max(⌈m_1/2⌉, ⌈8 + 3·log10(1/ε_w)⌉ + ⌈ln(0.01/q)/ln(1/0.52)⌉), m_1 = Pensia's first block (layer 1
+  has 2ρ neurons per input, split by sign) — a heuristic, not verified to δ;
   Orseau M_i = ⌈3.0·ln(ρ_i)·(ln K_i + ln(1/q))⌉, ρ_i = 8/ε_w,i (= β/α with the ranges of ``orseau_ranges``): the
   coupon-collector form with its constant fitted by Monte Carlo (greedy failure P(err > ε_w) ≤ 10⁻¹, 10⁻², 10⁻³
   for ε_w = 10⁻²…10⁻⁶, 4000 targets U[−1,1]: fitted constant 2.6–3.0, flat in ε_w: the logarithmic scaling).
@@ -25,10 +30,13 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+
 from .targets import check_dims
 
-__all__ = ["ORSEAU_C", "eps_per_weight", "paper_widths", "calibrated_block", "orseau_digits", "width_report",
-           "random_net_widths"]
+__all__ = ["ORSEAU_C", "eps_per_weight", "paper_widths", "calibrated_block", "split_block", "orseau_digits",
+           "width_report", "random_net_widths",
+           "build_bytes"]
 
 
 def _check(dims: Sequence[int], eps: float, delta: float) -> list[int]:
@@ -50,20 +58,44 @@ def _extra(q: float, decay: float) -> int:
     return max(0, math.ceil(math.log(0.01 / q) / math.log(1 / decay)))
 
 
+def split_block(per_sign: int, q: float, decay: float = 0.55) -> int:
+    """Smallest m with Σ_k P(Binomial(m, ½) = k) · min(1, 0.01 · decay^(k − ``per_sign``)) ≤ ``q``.
+
+    ``per_sign`` candidates of one sign fail one subset-sum instance with probability 1%, each extra one multiplies
+    that by ``decay`` (reference §9); a block of m U[−1,1] neurons gives each sign Binomial(m, ½) of them. The sum
+    is the failure probability of one instance under that random split (capped at 1 for short halves).
+    """
+    from scipy.stats import binom
+
+    if isinstance(per_sign, bool) or not isinstance(per_sign, int) or not 1 <= per_sign <= 1 << 16:
+        raise ValueError(f"per_sign must be an integer in [1, 65536], got {per_sign!r}")
+    if not 0 < q < 1:
+        raise ValueError(f"q must be in (0, 1), got {q!r}")
+    if not 0 < decay < 1:
+        raise ValueError(f"decay must be in (0, 1), got {decay!r}")
+    m = per_sign
+    while True:
+        k = np.arange(m + 1)
+        fail = float((binom.pmf(k, m, 0.5) * np.minimum(1.0, 0.01 * decay ** (k - per_sign).astype(float))).sum())
+        if fail <= q:
+            return m
+        m += 1
+
+
 def calibrated_block(name: str, dims: Sequence[int], eps: float, delta: float) -> list[int]:
     """Calibrated block per target layer: m (pensia), k (malach), or [ρ]·l (burkholz)."""
     dims = _check(dims, eps, delta)
     weights = sum(dims[i] * dims[i + 1] for i in range(len(dims) - 1))
     q = delta / (2 * weights)
     eps_w = eps_per_weight(dims, eps)
-    pensia_p = [math.ceil(10 + 2 * math.log10(1 / e)) + _extra(q, 0.55) for e in eps_w]
+    pensia_p = [math.ceil(10 + 2 * math.log10(1 / e)) for e in eps_w]  # 1% failure per instance
     if name == "pensia":
-        return [2 * p for p in pensia_p]
+        return [split_block(p, q) for p in pensia_p]
     if name == "malach":
         return [math.ceil(math.log(1 / q) / (0.66 * e)) for e in eps_w]
     if name == "burkholz":
         u_type = math.ceil(8 + 3 * math.log10(1 / min(eps_w))) + _extra(q, 0.52)
-        return [max(pensia_p[0], u_type)] * (len(dims) - 1)
+        return [max(-(-split_block(pensia_p[0], q) // 2), u_type)] * (len(dims) - 1)
     if name == "orseau":
         return [math.ceil(ORSEAU_C * math.log(8 / e) * (math.log(orseau_digits(e)) + math.log(1 / q))) for e in eps_w]
     raise ValueError(f"construction must be one of {list(_NAMES)}, got {name!r}")
@@ -89,6 +121,20 @@ def random_net_widths(name: str, dims: Sequence[int], block: Sequence[int]) -> l
     for i in range(len(dims) - 1):
         widths += [dims[i] * block[i], dims[i + 1]]
     return widths
+
+
+# Bytes per random weight of the built model (float32 weight and scores, bool mask, slack) and per element of the
+# widest layer while a construction picks its mask (float64 weights and products, Philox words, bool masks).
+_MODEL_BYTES_PER_WEIGHT = 12
+_CONSTRUCT_BYTES_PER_ELEMENT = 48
+
+
+def build_bytes(name: str, dims: Sequence[int], block: Sequence[int]) -> int:
+    """Estimated peak bytes to construct and build the random net (an upper estimate: 20.8M-weight Malach [5,10,1]
+    measured 534 MB resident in all, this gives 765 MB). Verification adds little: dead neurons are dropped first."""
+    widths = random_net_widths(name, dims, block)
+    layers = [widths[k] * widths[k + 1] for k in range(len(widths) - 1)]
+    return _MODEL_BYTES_PER_WEIGHT * sum(layers) + _CONSTRUCT_BYTES_PER_ELEMENT * max(layers)
 
 
 def _params(widths: Sequence[float]) -> float:
