@@ -73,3 +73,39 @@ def test_short_search_on_a_slice_of_real_mnist_learns_and_its_ticket_reproduces(
     assert (len(splits.train), len(splits.val), len(splits.test)) == (54_000, 6_000, 10_000)
     assert summary["test_acc"] > 0.8  # chance is 0.11; LeNet-300-100 at density 0.5 on 3,000 images, 2 epochs
     assert evaluate_ticket(tmp_path / "run" / "ticket.safetensors", device="cpu")["test_acc"] == summary["test_acc"]
+
+
+def _benchmark():
+    import importlib.util
+    import sys
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "mnist_methods.py"
+    spec = importlib.util.spec_from_file_location("mnist_methods", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["mnist_methods"] = module  # dataclasses and pickling resolve the module through sys.modules
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_mnist_benchmark_runs_headline_cells_first_and_every_seed_of_a_cell_together():
+    mm = _benchmark()
+    args = mm.argparse.Namespace(nets=["lenet"], methods=list(mm.METHODS), protocols=list(mm.PROTOCOLS),
+                                 densities=[0.5, 0.01], seeds=[0, 1])
+    items = mm.runs(args)
+    heads = [(p, a) for p, a, *_ in items]
+    assert heads[:4] == [("ours", "edge-popup")] * 4 and heads[4:6] == [("ours", "dense")] * 2
+    assert [(d, s) for *_, d, s in items[:4]] == [(0.5, 0), (0.5, 1), (0.01, 0), (0.01, 1)]
+    assert len(items) == len(set(items)) == 2 + 2 * 2 * 2 * (len(mm.METHODS) - 1)
+
+
+def test_mnist_benchmark_maps_iterations_to_mnist_epochs_and_fits_gem_miners_period(tmp_path):
+    mm = _benchmark()
+    ir = mm.search_config("original", "iterand", "lenet", 0.1, 0, 10, str(tmp_path), str(tmp_path))
+    assert ir.batch_size == 128 and ir.rerand_every == round(300 / 352 * -(-54_000 // 128))
+    gm = mm.search_config("original", "gem-miner", "lenet", 0.5, 0, 3, str(tmp_path), str(tmp_path))
+    assert gm.epochs == 3 and gm.freeze_every == 1
+    ours = mm.search_config("ours", "edge-popup", "wide", 0.05, 2, 10, str(tmp_path), str(tmp_path))
+    assert (ours.init, ours.scale_fan, ours.widths, ours.seed, ours.data) == ("kaiming_normal", True, (1024, 1024),
+                                                                             2, "mnist")
+    assert ours.out != mm.search_config("original", "edge-popup", "wide", 0.05, 2, 10, str(tmp_path),
+                                        str(tmp_path)).out
