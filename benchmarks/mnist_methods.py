@@ -32,7 +32,7 @@ Every search is an ordinary run folder under ``--out/<protocol>/<net>/<algo>-d<d
 ``--out/dense/<net>-e<epochs>-s<seed>/summary.json`` when it finishes (about a minute; an interrupted one starts
 over). Runs go in a fixed order, headline cells first (edge-popup under our protocol, dense, the pruning-at-init
 baselines, then the other trained methods), so a run cut short leaves the most useful cells done; ``--report-only``
-runs nothing and tabulates what runs nothing and tabulates what has finished. Writes ``--out/mnist_methods.md``, ``.json`` and ``.png`` (accuracy
+runs nothing and tabulates what has finished. Writes ``--out/mnist_methods.md``, ``.json`` and ``.png`` (accuracy
 against density, one line per method and protocol, the dense network as a horizontal band; left the full range,
 right 0.94-0.99).
 """
