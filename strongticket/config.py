@@ -91,6 +91,9 @@ class SearchConfig:
     seed: int = _f(0, "seed of the frozen weights and the initial scores, in [0, 2**32)")
     data_seed: int = _f(0, "seed of the batch order, in [0, 2**32)")
     val_fraction: float = _f(0.1, "fraction of the training data held out for model selection")
+    train_examples: int | None = _f(None, "train on the first N examples of the training split only (after the "
+                                    "validation split is carved out; validation and test unchanged): a quick run on "
+                                    "a slice (default: all)", hashed="if-set")
     augment: bool = _f(True, "standard augmentation where the data set has one (CIFAR: random crop + flip)")
     save_scores: bool = _f(False, "also store the fp32 scores in the ticket (32x larger)")
     out: str | None = _f(None, "run folder (default runs/<name>-<config hash>)", hashed=False)
@@ -179,6 +182,8 @@ class SearchConfig:
         _check_float("momentum", self.momentum, 0.0, 1.0, high_open=True)
         _check_float("weight_decay", self.weight_decay, 0.0, math.inf)
         _check_float("val_fraction", self.val_fraction, 0.0, 1.0, low_open=True, high_open=True)
+        if self.train_examples is not None:
+            _check_int("train_examples", self.train_examples, 1, 1 << 40)
         _check_int("rounds", self.rounds, 1, 10_000)
         if self.rounds > 1 and self.algo not in PRUNE_AT_INIT:
             raise ValueError(f"rounds > 1 needs a pruning-at-init algo ({', '.join(PRUNE_AT_INIT)}), "

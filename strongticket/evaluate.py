@@ -99,7 +99,8 @@ def _load(path: str | Path, device: str, data_root: str | None,
           ) -> tuple[torch.nn.Module, Ticket, SearchConfig, Splits]:
     ticket = read_ticket(path)
     cfg = _config(ticket, device, data_root)
-    splits = load_splits(cfg.data, val_fraction=cfg.val_fraction, root=cfg.data_root)
+    splits = load_splits(cfg.data, val_fraction=cfg.val_fraction, root=cfg.data_root,
+                         train_examples=cfg.train_examples)
     check_ticket_shapes(ticket, masked_shapes(cfg, splits.input_shape, splits.num_classes))
     model = model_from_config(cfg, splits.input_shape, splits.num_classes)
     ticket.apply(model)

@@ -109,8 +109,21 @@ _SEQUENCES = {"seq-sort": "sort", "seq-reverse": "reverse"}
 DATASETS = ("digits", *_FILE_DATASETS, *_PLANTED, *_SEQUENCES)
 
 
-def load_splits(name: str, *, val_fraction: float = 0.1, root: str | Path | None = None) -> Splits:
-    """Load data set ``name`` and split it; ``val_fraction`` is the share of the training data held out."""
+def load_splits(name: str, *, val_fraction: float = 0.1, root: str | Path | None = None,
+                train_examples: int | None = None) -> Splits:
+    """Load data set ``name`` and split it; ``val_fraction`` is the share of the training data held out;
+    ``train_examples`` keeps the first that many examples of the training split (None: all of them)."""
+    splits = _load_splits(name, val_fraction, root)
+    if train_examples is None:
+        return splits
+    n = len(splits.train)
+    if isinstance(train_examples, bool) or not isinstance(train_examples, int) or not 1 <= train_examples <= n:
+        raise ValueError(f"train_examples must be an integer in [1, {n}] (the training split of {name}), "
+                         f"got {train_examples!r}")
+    return replace(splits, train=splits.train.take(torch.arange(train_examples)))
+
+
+def _load_splits(name: str, val_fraction: float, root: str | Path | None) -> Splits:
     if name not in DATASETS:
         raise ValueError(f"data must be one of {', '.join(DATASETS)}, got {name!r}")
     if name in _PLANTED:

@@ -233,7 +233,8 @@ def _run_search(cfg: SearchConfig, lock: RunLock, on_epoch: Callable[[dict[str, 
     device = distributed.local_device(resolve_device(cfg.device))
     backend = backend_name(device)
 
-    splits: Splits = load_splits(cfg.data, val_fraction=cfg.val_fraction, root=cfg.data_root)
+    splits: Splits = load_splits(cfg.data, val_fraction=cfg.val_fraction, root=cfg.data_root,
+                                 train_examples=cfg.train_examples)
     check_param_budget(cfg, splits.input_shape, splits.num_classes, cfg.max_params)
     task, m = splits.task, metric_key(splits.task)
     if task == "regression" and cfg.algo in ("snip", "grasp"):

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ...data.splits import batches
 from ...nn import MaskedConv2d, MaskedLayer, masked_layers
 from .base import Method, set_density
 
@@ -152,12 +153,13 @@ def _forward_with(layer: MaskedLayer, theta: Tensor, absolute_bias: bool) -> Any
 
 
 def _prune_set(splits: Splits) -> tuple[Tensor, Tensor]:
-    """The first ``PRUNE_SET_PER_CLASS`` training examples of every class, in split order."""
+    """The first ``PRUNE_SET_PER_CLASS`` training examples of every class, in split order, as the network sees them
+    in training (float32, normalized: MNIST and CIFAR images are stored as uint8)."""
     labels = splits.train.labels
     idx = torch.cat([torch.nonzero(labels == c).squeeze(1)[:PRUNE_SET_PER_CLASS]
                      for c in range(splits.num_classes)])
-    idx = idx.sort().values
-    return splits.train.x[idx], labels[idx]
+    chosen = next(batches(splits.train.take(idx.sort().values), len(idx)))
+    return chosen.x, chosen.labels
 
 
 def _ranks(scores: list[Tensor], kept: list[Tensor]) -> list[Tensor]:
