@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
+from test_theory import _cli  # the theory CLI driven in-process, as test_theory drives it
 from torch import nn
 
 from strongticket.evaluate import load_ticket_model
-from strongticket.theory.cli import add_theory_parser
 from strongticket.theory.constructions import build_model, pensia
 from strongticket.theory.targets import target_forward
 from strongticket.theory.trained import load_target_file, read_mlp, scale_target
@@ -102,14 +102,6 @@ def test_layers_follow_natural_key_order(tmp_path):
     save_file(tensors, str(tmp_path / "m.safetensors"))  # safetensors sorts keys as strings: 0, 10, 2
     weights, _ = read_mlp(tmp_path / "m.safetensors")
     assert [w[0, 0] for w in weights] == [0.0, 2.0, 10.0]
-
-
-def _cli(capsys, *argv):
-    parser = argparse.ArgumentParser(prog="strongticket")
-    add_theory_parser(parser.add_subparsers(dest="command", required=True))
-    ns = parser.parse_args(["theory", *argv])
-    code = ns.run(ns)
-    return code, capsys.readouterr().out
 
 
 @pytest.mark.slow
