@@ -181,8 +181,14 @@ def test_killed_ddp_run_resumes_to_the_same_masks(runs):
 
 
 _COLLECTIVES = """
+import sys
 import torch
 from strongticket import distributed
+
+def say(line):  # one write per line: print() writes the text and its newline apart, and both ranks share the pipe
+    sys.stdout.write(line + "\\n")
+    sys.stdout.flush()
+
 distributed.init_from_env(torch.device("cpu"))
 r = distributed.rank()
 assert distributed.all_reduce_sum([r, 1]) == [1.0, 2.0]
@@ -191,11 +197,11 @@ distributed.check_agreement({"masks": "ab" * 32, "scores": "cd" * 32}, "in step 
 try:
     distributed.check_agreement({"masks": "ab" * 32, "scores": f"{r:02x}" * 32}, "in step 2")
 except RuntimeError as e:
-    print(f"rank {r}: {e}")
+    say(f"rank {r}: {e}")
 try:
     distributed.on_main(lambda: int("x"))
 except ValueError as e:
-    print(f"rank {r}: {e}")
+    say(f"rank {r}: {e}")
 distributed.shutdown()
 """
 
