@@ -48,18 +48,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from strongticket.config import SearchConfig
-from strongticket.data.splits import batches, load_splits
-from strongticket.evaluate import better, evaluate
+from strongticket.data.splits import load_splits
 from strongticket.files import atomic_write
 from strongticket.search import run_search
 from strongticket.search.loop import lr_factor
 from strongticket.search.presets import PRESET_OF
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from dense_baseline import train_selected  # noqa: E402
 from digits_methods import BASELINES, OURS_EXTRA, TRAINED, binomial_se, t_half_width  # noqa: E402
 
 NETS = {"lenet": (300, 100), "wide": (1024, 1024)}
@@ -110,20 +109,9 @@ def train_dense(net: str, seed: int, epochs: int, data_root: str) -> dict[str, A
     optimizer = torch.optim.SGD(model.parameters(), lr=DENSE["lr"], momentum=DENSE["momentum"])
     steps_per_epoch = -(-len(splits.train) // DENSE["batch_size"])
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor("cosine-step", steps_per_epoch, epochs))
-    best, chosen, t0 = None, {}, time.perf_counter()
-    for epoch in range(epochs):
-        model.train()
-        for b in batches(splits.train, DENSE["batch_size"], seed=seed, epoch=epoch):
-            optimizer.zero_grad(set_to_none=True)
-            F.cross_entropy(model(b.x), b.labels).backward()
-            optimizer.step()
-            schedule.step()
-        val, _ = evaluate(model, splits.val)
-        if better("classification", val, best):
-            best = val
-            chosen = {"test_acc": evaluate(model, splits.test)[0], "val_acc": val, "best_epoch": epoch + 1}
-    return {**chosen, "seconds": time.perf_counter() - t0, "epochs": epochs, "steps": epochs * steps_per_epoch,
-            "seed": seed, "density": 1.0, **DENSE}
+    chosen = train_selected(model, splits, optimizer, epochs=epochs, batch_size=DENSE["batch_size"], seed=seed,
+                            schedule=schedule)
+    return {**chosen, "epochs": epochs, "steps": epochs * steps_per_epoch, "seed": seed, "density": 1.0, **DENSE}
 
 
 def runs(args: argparse.Namespace) -> list[tuple[str, str, str, float, int]]:

@@ -19,24 +19,23 @@ import argparse
 import json
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from strongticket.config import SearchConfig
 from strongticket.convert import bake
 from strongticket.data.sequences import chance_accuracy
 from strongticket.data.splits import Split, batches, load_splits
-from strongticket.evaluate import better, evaluate, load_ticket_model
+from strongticket.evaluate import evaluate, load_ticket_model
 from strongticket.files import atomic_write
 from strongticket.models import model_from_config
 from strongticket.nn import masked_layers
 from strongticket.search import run_search
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from dense_baseline import train_selected  # noqa: E402
 from digits_methods import t_half_width  # noqa: E402
 
 TASKS = ("sort", "reverse")
@@ -80,19 +79,9 @@ def dense_cell(task: str, seed: int, epochs: int) -> dict:
             m.reset_parameters()
             m.weight.requires_grad_(True)
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3)
-    best, chosen, t0 = None, None, time.perf_counter()
-    for epoch in range(epochs):
-        model.train()
-        for b in batches(splits.train, 64, seed=seed, epoch=epoch):
-            opt.zero_grad(set_to_none=True)
-            F.cross_entropy(model(b.x), b.labels).backward()
-            opt.step()
-        val, _ = evaluate(model, splits.val)
-        if better("classification", val, best):
-            best = val
-            acc, _ = evaluate(model, splits.test)
-            chosen = {"acc": acc, "seq_acc": sequence_accuracy(model, splits.test), "epoch": epoch + 1}
-    return {**chosen, "seconds": time.perf_counter() - t0}
+    r = train_selected(model, splits, opt, epochs=epochs, batch_size=64, seed=seed,
+                       measure=lambda m: {"seq_acc": sequence_accuracy(m, splits.test)})
+    return {"acc": r["test_acc"], "seq_acc": r["seq_acc"], "epoch": r["best_epoch"], "seconds": r["seconds"]}
 
 
 def random_cell(task: str, seed: int) -> dict:
