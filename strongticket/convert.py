@@ -83,10 +83,6 @@ def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
         raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
 
 
-def _is_bias(module: nn.Module, name: str) -> bool:
-    return "bias" in name and not isinstance(module, _NORMS)
-
-
 def convert(
     model: nn.Module,
     *,
@@ -155,7 +151,7 @@ def convert(
                     state.parametrize(module, pname)
                 else:
                     unmasked.append(full)
-            elif _is_bias(module, pname):
+            elif "bias" in pname:  # bias, in_proj_bias, bias_k, bias_v (norms were handled above)
                 if state.bias_param(module, pname) in ("keep", "random"):
                     unmasked.append(full)
             else:
